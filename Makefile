@@ -1,0 +1,21 @@
+# Set-up is part of every target: a fresh machine needs only `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench
+
+$(BIN)/finvae: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+run: $(BIN)/finvae
+	$(BIN)/finvae run
+
+test: $(BIN)/finvae
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/finvae
+	$(BIN)/ruff check .

@@ -1,0 +1,23 @@
+"""Neural-network building blocks: the shared VAE core and finvae's models."""
+
+from finvae.nn._core import (
+    LOG_VAR_MAX,
+    LOG_VAR_MIN,
+    VAE,
+    bernoulli_nll,
+    gaussian_kl,
+    gaussian_nll,
+    reparameterize,
+    safe_log_var,
+)
+
+__all__ = [
+    "LOG_VAR_MAX",
+    "LOG_VAR_MIN",
+    "VAE",
+    "bernoulli_nll",
+    "gaussian_kl",
+    "gaussian_nll",
+    "reparameterize",
+    "safe_log_var",
+]
