@@ -10,8 +10,10 @@ from finvae.nn._core import (
     reparameterize,
     safe_log_var,
 )
+from finvae.nn._mnist import ConvVAE
 
 __all__ = [
+    "ConvVAE",
     "LOG_VAR_MAX",
     "LOG_VAR_MIN",
     "VAE",

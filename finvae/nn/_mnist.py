@@ -1,0 +1,100 @@
+"""The course's convolutional VAE for 28×28 grey-level images (MNIST).
+
+Encoder::
+
+    conv 32 3×3 → conv 64 3×3 stride 2 → conv 64 3×3 → conv 64 3×3 → dense 32
+    → z_mean, z_log_var                       (ReLU after every hidden layer)
+
+Decoder::
+
+    dense 14·14·64 → transposed conv 32 3×3 stride 2 → conv 1 3×3 → logits
+
+The decoder returns logits; ``torch.sigmoid`` of them is the mean image. The
+likelihood is Bernoulli (binary cross-entropy on [0, 1] intensities), as in the
+course and PyTorch's VAE example.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from finvae.nn._core import VAE, bernoulli_nll
+
+__all__ = ["ConvVAE"]
+
+
+class _Encoder(nn.Module):
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),  # 28×28 → 14×14
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 14 * 14, 32),
+            nn.ReLU(),
+        )
+        self.z_mean = nn.Linear(32, latent_dim)
+        self.z_log_var = nn.Linear(32, latent_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.features(x)
+        return self.z_mean(h), self.z_log_var(h)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, 64 * 14 * 14),
+            nn.ReLU(),
+            nn.Unflatten(1, (64, 14, 14)),
+            # padding=1 with output_padding=1 is Keras' padding="same" for stride 2: 14 → 28.
+            nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 1, 3, padding=1),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class ConvVAE(VAE):
+    """The course's convolutional VAE for ``(n, 1, 28, 28)`` images in [0, 1].
+
+    Parameters
+    ----------
+    latent_dim : int, default 2
+        Size of the latent code. 2 gives the course's latent-space pictures.
+
+    Notes
+    -----
+    ``decode(z)`` returns logits of shape ``(n, 1, 28, 28)``; ``torch.sigmoid``
+    turns them into the mean image. :meth:`elbo_terms` returns the per-image
+    Bernoulli cross-entropy and KL in nats, as for every :class:`finvae.nn.VAE`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = ConvVAE(latent_dim=2)
+    >>> recon, kl = model.elbo_terms(torch.rand(4, 1, 28, 28))
+    >>> recon.shape, kl.shape
+    (torch.Size([4]), torch.Size([4]))
+    """
+
+    def __init__(self, latent_dim: int = 2) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+        self.latent_dim = latent_dim
+        self.encoder = _Encoder(latent_dim)
+        self.decoder = _Decoder(latent_dim)
+
+    def reconstruction_nll(self, decoded: Tensor, x: Tensor, *extra: Tensor) -> Tensor:
+        """Bernoulli cross-entropy of ``x`` given the decoder's logits, one value per image."""
+        return bernoulli_nll(decoded, x)
