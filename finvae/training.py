@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from finvae._exceptions import TrainingError
 
-__all__ = ["Batches", "TensorBatches", "TrainingConfig", "resolve_device", "seeded", "train_vae"]
+__all__ = ["Batches", "TensorBatches", "TrainingConfig", "resolve_device", "seeded", "torch_threads", "train_vae"]
 
 
 class Batches(Protocol):
@@ -271,6 +271,25 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
     history = pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1, name="epoch"))
     history.attrs["best_epoch"] = best_epoch or len(rows)
     return history
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` intra-op CPU threads (None: leave as is), then restore the setting.
+
+    Small networks train fastest on one thread: their operations are too
+    small to split, and a second thread only waits at each barrier (badly so
+    when another process holds the other core).
+    """
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

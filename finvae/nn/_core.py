@@ -45,11 +45,12 @@ def reparameterize(mu: Tensor, log_var: Tensor) -> Tensor:
 
 
 def gaussian_kl(mu: Tensor, log_var: Tensor) -> Tensor:
-    """KL(N(mu, exp(log_var)) || N(0, I)) in closed form, summed over the last axis.
+    """KL(N(mu, exp(log_var)) || N(0, I)) in closed form, summed over every axis but the first.
 
-    ``KL = 0.5 * sum(mu**2 + exp(log_var) - 1 - log_var)``; one value per row.
+    ``KL = 0.5 * sum(mu**2 + exp(log_var) - 1 - log_var)``; one value per example
+    (a latent code may be a vector, or a vector per day).
     """
-    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(dim=-1)
+    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).flatten(1).sum(dim=1)
 
 
 def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
