@@ -1,7 +1,13 @@
-"""finvae: variational autoencoders for financial time series."""
+"""finvae: variational autoencoders for financial time series.
+
+``FinVAE().fit(returns)`` learns a 1-D convolutional VAE on rolling windows of
+daily returns; its latent means act as risk factors (``transform``) and its
+surprise on each day as an anomaly score (``score``, ``predict``).
+"""
 
 from finvae._exceptions import DataError, TrainingError
+from finvae.estimator import FinVAE, elbo_scorer
 
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "TrainingError", "__version__"]
+__all__ = ["DataError", "FinVAE", "TrainingError", "__version__", "elbo_scorer"]

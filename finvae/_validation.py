@@ -1,0 +1,89 @@
+"""Checks on returns input that say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from finvae._exceptions import DataError
+
+#: A daily return of 50 % in absolute value at the median is not a return series.
+PRICE_MEDIAN_LEVEL = 0.5
+
+
+def _first(labels, limit: int = 3) -> str:
+    labels = list(labels)
+    shown = ", ".join(str(x.date()) if isinstance(x, pd.Timestamp) else repr(x) for x in labels[:limit])
+    return shown + (f" (and {len(labels) - limit} more)" if len(labels) > limit else "")
+
+
+def check_returns(X, *, window: int, what: str = "returns") -> tuple[np.ndarray, pd.Index | None, pd.Index | None]:
+    """Validate returns given as a DataFrame (dates × assets) or a 2-D array (days × assets).
+
+    Returns the values as float64 (no copy where the input already is one:
+    callers must not write into them; the caller's data are never modified),
+    and the index and columns (None for an array). Raises
+    :class:`DataError` naming the problem: non-numeric columns, unsorted or
+    duplicate dates, infinite values, fewer rows than ``window``, an asset with
+    no data at all, or price levels passed where returns are expected.
+    """
+    index = columns = None
+    if isinstance(X, pd.Series):
+        X = X.to_frame()
+    if isinstance(X, pd.DataFrame):
+        bad = [c for c, dtype in X.dtypes.items() if not (pd.api.types.is_numeric_dtype(dtype)
+                                                          and not pd.api.types.is_bool_dtype(dtype))]
+        if bad:
+            raise DataError(
+                f"{what} must be numeric, but column(s) {_first(bad)} are not "
+                f"(dtype {X[bad[0]].dtype}). Drop them or convert with pd.to_numeric."
+            )
+        index, columns = X.index, X.columns
+        if index.has_duplicates:
+            raise DataError(
+                f"{what} has duplicate dates: {_first(index[index.duplicated()].unique())}. "
+                "Keep one row per date, e.g. returns[~returns.index.duplicated()]."
+            )
+        if not index.is_monotonic_increasing:
+            position = int(np.flatnonzero(index[1:] < index[:-1])[0]) + 1
+            raise DataError(
+                f"{what} dates are not sorted: {_first([index[position]])} comes after "
+                f"{_first([index[position - 1]])}. Sort them with returns.sort_index()."
+            )
+        values = X.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        values = np.asarray(X, dtype=np.float64)
+        if values.ndim == 1:
+            raise DataError(
+                f"{what} must be 2-D (days × assets); got a 1-D array of length {len(values)}. "
+                "For one asset use values.reshape(-1, 1)."
+            )
+        if values.ndim != 2:
+            raise DataError(f"{what} must be 2-D (days × assets); got shape {values.shape}.")
+    labels = columns if columns is not None else pd.RangeIndex(values.shape[1])
+    if values.shape[1] == 0:
+        raise DataError(f"{what} has no columns (assets).")
+    infinite = np.isinf(values)
+    if infinite.any():
+        day, asset = np.argwhere(infinite)[0]
+        when = _first([index[day]]) if index is not None else f"row {day}"
+        raise DataError(
+            f"{what} holds {int(infinite.sum())} infinite value(s), the first in column {labels[asset]!r} "
+            f"on {when}. Replace them with NaN (missing) or fix the prices they came from."
+        )
+    if len(values) < window:
+        raise DataError(
+            f"{what} has {len(values)} rows (n_samples={len(values)}), fewer than window={window}: "
+            f"each score needs a full window of {window} days. Pass at least {window} rows or a smaller window."
+        )
+    empty = np.isnan(values).all(axis=0)
+    if empty.any():
+        raise DataError(f"{what} column(s) {_first(labels[empty])} hold no data (all NaN). Drop them.")
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite > 0).all() and np.median(np.abs(finite)) > PRICE_MEDIAN_LEVEL:
+        raise DataError(
+            f"{what} look like price levels, not returns: every value is positive and the median is "
+            f"{np.median(finite):.3g}. Convert prices first, e.g. "
+            "finvae.datasets.prices_to_returns(prices)."
+        )
+    return values, index, columns

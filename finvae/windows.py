@@ -1,0 +1,126 @@
+"""Causal volatility scaling and rolling windows over a (days × assets) array.
+
+Two things make a VAE on returns work: returns in units of their *own recent*
+volatility (1995, 2008 and 2020 then look alike, so the score measures
+surprise, not the volatility regime), and windows that are views into one
+array (memory grows with days × assets, not with the window length).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["WindowBatches", "ewma_scale", "sliding_windows"]
+
+
+def ewma_scale(
+    returns: np.ndarray,
+    *,
+    halflife: float,
+    initial_var: np.ndarray,
+    floor: np.ndarray,
+) -> np.ndarray:
+    """Trailing volatility of each asset, known at the close of the *previous* day.
+
+    An exponentially weighted moving average of squared returns::
+
+        var[0]   = initial_var
+        var[t+1] = lam * var[t] + (1 - lam) * r[t]**2,    lam = 0.5 ** (1 / halflife)
+        scale[t] = max(sqrt(var[t]), floor)
+
+    so ``scale[t]`` uses returns up to ``t - 1`` only and ``r[t] / scale[t]`` is
+    the surprise of day ``t``. A NaN return (asset not yet listed, a gap)
+    leaves the variance unchanged: the last estimate carries forward.
+    ``initial_var`` (the training-period variance) starts the recursion, and
+    ``floor`` keeps stale prices (long runs of zero returns) from driving the
+    scale to zero.
+
+    Parameters
+    ----------
+    returns : ndarray of shape (n_days, n_assets)
+        Returns, demeaned by the caller if wanted; NaN where missing.
+    halflife : float
+        Half-life of the weights in days.
+    initial_var, floor : ndarray of shape (n_assets,)
+        Starting variance and lowest allowed scale per asset.
+
+    Returns
+    -------
+    scale : ndarray of shape (n_days, n_assets), float32
+    """
+    lam = 0.5 ** (1.0 / halflife)
+    # Row by row, in float32: memory stays at one (n_days, n_assets) array.
+    scale = np.empty(returns.shape, dtype=np.float32)
+    current = np.asarray(initial_var, dtype=np.float64).copy()
+    floor = np.asarray(floor, dtype=np.float64)
+    for t, row in enumerate(returns):
+        scale[t] = np.maximum(np.sqrt(current), floor)
+        observed = ~np.isnan(row)
+        current[observed] = lam * current[observed] + (1.0 - lam) * np.square(row[observed])
+    return scale
+
+
+def sliding_windows(values: Tensor, window: int) -> Tensor:
+    """All windows of ``window`` consecutive days as a view: shape (n_windows, n_assets, window).
+
+    ``values`` has shape (n_days, n_assets); window ``i`` covers days
+    ``i .. i + window - 1`` and so *ends* on day ``i + window - 1``. Assets are
+    the channels and days the length, the layout ``Conv1d`` expects. No data
+    are copied.
+    """
+    return values.unfold(0, window, 1)
+
+
+class WindowBatches:
+    """Training examples for :func:`finvae.training.train_vae`: stretches of consecutive windows.
+
+    A causal model that gives each day a code from the ``window`` days ending
+    on it (:class:`finvae.nn.ReturnsVAE`) trains on every window ending inside
+    a stretch of days at once. So the training days are cut into stretches of
+    ``per_example`` window ends, each preceded by the ``window - 1`` days of
+    context its first window needs; every training window counts exactly once
+    per epoch, and a batch is one gather of the stretches it holds.
+
+    Parameters
+    ----------
+    values : Tensor of shape (n_days, n_assets)
+        Scaled returns with missing values set to 0.
+    observed : Tensor of shape (n_days, n_assets), bool
+        True where a value was observed.
+    window : int
+        Days per window.
+    ends : Tensor of int
+        Sorted positions of the days whose windows are trained on (the last
+        day of each window); other days serve as context only.
+    per_example : int
+        Window ends per stretch.
+
+    Each item is ``(x, observed, counted)``: ``x`` and ``observed`` of shape
+    (batch, window - 1 + per_example, n_assets), and ``counted`` of shape
+    (batch, window - 1 + per_example), True on the days whose windows count.
+    """
+
+    def __init__(self, values: Tensor, observed: Tensor, window: int, ends: Tensor, per_example: int) -> None:
+        first, last = int(ends[0]), int(ends[-1])
+        n_examples = -(-(last - first + 1) // per_example)
+        self.values, self.observed = values, observed
+        # The last stretch may run past the data: those days repeat the last
+        # day (no copy of the data to pad it) and never count.
+        self.last_day = len(values) - 1
+        self.counted = torch.zeros(first + n_examples * per_example, dtype=torch.bool)
+        self.counted[ends] = True
+        self.context = window - 1
+        self.offsets = torch.arange(-self.context, per_example)
+        self.starts = first + per_example * torch.arange(n_examples)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        days = self.starts[index, None] + self.offsets  # (batch, days), all >= 0
+        counted = self.counted[days]
+        counted[:, : self.context] = False  # context days count in the stretch before
+        days = days.clamp(max=self.last_day)
+        return self.values[days], self.observed[days], counted
