@@ -145,6 +145,8 @@ def test_n_jobs_and_backend_give_the_same_result():
     with joblib.parallel_config(backend="threading", n_jobs=2):
         threads = walk_forward(est, r, **FAST)
     pd.testing.assert_frame_equal(one, threads)
+    with joblib.parallel_config(backend="multiprocessing", n_jobs=2):  # cannot stream results: falls back to a list
+        pd.testing.assert_frame_equal(one, walk_forward(est, r, **FAST))
     # The seed matters (so the equality above is not vacuous), and clone keeps it per refit.
     other = walk_forward(TrailingVolScorer(random_state=4), r, **FAST)
     assert not one["threshold"].equals(other["threshold"])
