@@ -1,0 +1,145 @@
+"""The ``finvae`` command line.
+
+::
+
+    finvae data sample --out prices.csv
+    finvae data download AAPL MSFT --start 2015-01-01 --out prices.csv
+
+Each command group has an ``_add_<group>_parser(subparsers)`` function that
+declares its arguments and sets ``func`` to a ``_cmd_<name>(args) -> int``
+function; :func:`main` only builds the parser and dispatches. To add a
+command group (e.g. ``run``), write the pair and call the ``_add_`` function
+in :func:`build_parser`.
+
+Data problems (:class:`finvae.DataError`) end the command with a one-line
+message on stderr and exit status 2; warnings print as one line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+import pandas as pd
+
+from finvae import __version__
+from finvae._exceptions import DataError
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_DATA_ERROR = 2  # argparse also exits 2 on bad usage: both mean "the input was wrong"
+
+
+def _write_prices(prices: pd.DataFrame, out: str) -> None:
+    """Write prices as CSV (a ``Date`` column, then one per ticker) to ``out``, or stdout for "-"."""
+    if out == "-":
+        prices.to_csv(sys.stdout)
+    else:
+        prices.to_csv(out)
+    first, last = prices.index[0].date(), prices.index[-1].date()
+    where = "stdout" if out == "-" else out
+    print(f"Wrote {len(prices):,} dates × {prices.shape[1]} tickers ({first} to {last}) to {where}.",
+          file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- finvae data ...
+
+
+def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="get price data: the bundled sample or Yahoo Finance downloads",
+                                 description="Get price data as CSV.")
+    commands = data.add_subparsers(dest="data_command", metavar="{sample,download}", required=True)
+
+    sample = commands.add_parser(
+        "sample", help="write the bundled S&P 500 sample (20 stocks, 1990-2022; works offline)",
+        description="Write the bundled daily adjusted closes of 20 S&P 500 stocks, 1990-01-02 to 2022-12-28.")
+    sample.add_argument("--out", default="-", help="CSV file to write (default: stdout)")
+    sample.set_defaults(func=_cmd_data_sample)
+
+    download = commands.add_parser(
+        "download", help="download adjusted closes from Yahoo Finance (cached)",
+        description="Download adjusted close prices from Yahoo Finance through yfinance. Downloads are cached: "
+                    "repeating a request needs no network.")
+    download.add_argument("tickers", nargs="+", metavar="TICKER", help="Yahoo Finance symbols, e.g. AAPL MSFT ^GSPC")
+    download.add_argument("--start", help="first date, YYYY-MM-DD (default: the first price available)")
+    download.add_argument("--end", help="end date, YYYY-MM-DD, exclusive (default: now)")
+    download.add_argument("--interval", default="1d", help="bar length: 1d (default), 1wk, 1mo, 1h, ...")
+    download.add_argument("--out", default="-", help="CSV file to write (default: stdout)")
+    download.add_argument("--refresh", action="store_true", help="download again even if cached")
+    download.add_argument("--cache-dir", help="cache folder (default: $FINVAE_CACHE_DIR or the user cache)")
+    download.set_defaults(func=_cmd_data_download)
+
+
+def _cmd_data_sample(args: argparse.Namespace) -> int:
+    from finvae.datasets import load_sp500_sample
+
+    _write_prices(load_sp500_sample(), args.out)
+    return EXIT_OK
+
+
+def _cmd_data_download(args: argparse.Namespace) -> int:
+    from finvae.datasets import download_prices
+
+    try:
+        prices = download_prices(args.tickers, args.start, args.end, interval=args.interval,
+                                 cache_dir=args.cache_dir, refresh=args.refresh, progress=True)
+    except ValueError as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(str(exc)) from exc  # a bad --interval is a usage error, reported the same way
+    _write_prices(prices, args.out)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``finvae`` argument parser with all its command groups."""
+    parser = argparse.ArgumentParser(
+        prog="finvae", description="Variational autoencoders for financial time series.")
+    parser.add_argument("--version", action="version", version=f"finvae {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_data_parser(subparsers)
+    return parser
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # One line per warning, without the source file and line: they mean nothing to a CLI user.
+    print(f"finvae: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``finvae`` command line; return the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name. Default: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 on success, 2 on a data error (a one-line message on stderr) or bad usage.
+
+    Examples
+    --------
+    >>> from finvae.cli import main
+    >>> main(["data", "sample", "--out", "prices.csv"])  # doctest: +SKIP
+    0
+    """
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():  # restores the global warning display on the way out
+        warnings.showwarning = _print_warning
+        try:
+            return args.func(args)
+        except DataError as exc:
+            print(f"finvae: error: {exc}", file=sys.stderr)
+            return EXIT_DATA_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
