@@ -1,0 +1,126 @@
+"""The ``finvae`` command line: ``data sample`` and ``data download`` (through a yfinance stand-in)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import finvae.datasets._market as market
+from finvae.cli import build_parser, main
+from finvae.datasets import load_sp500_sample
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(market.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setattr(market, "_sleep", lambda seconds: None)
+
+
+def _stand_in(prices: dict[str, pd.Series | None], calls: list[str]):
+    """A ``_yf_download`` replacement answering in yfinance 1.x's (Price, Ticker) layout."""
+
+    def download(tickers, start, end, interval):
+        (ticker,) = tickers
+        calls.append(ticker)
+        series = prices[ticker]
+        if series is None:  # a failed ticker: yfinance's all-NaN columns, no rows
+            columns = pd.MultiIndex.from_product([["Adj Close", "Close", "High", "Low", "Open", "Volume"], [ticker]],
+                                                 names=["Price", "Ticker"])
+            return pd.DataFrame(columns=columns, index=pd.DatetimeIndex([], name="Date"), dtype=float)
+        frame = pd.concat({"Close": series.to_frame(ticker), "Volume": (series * 0 + 1e6).to_frame(ticker)}, axis=1)
+        frame.columns.names = ["Price", "Ticker"]
+        return frame
+
+    return download
+
+
+def _path(start: float, seed: int, n: int = 25) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    index = pd.bdate_range("2015-01-02", periods=n, name="Date")
+    return pd.Series(start * np.exp(np.cumsum(rng.normal(0, 0.01, n))), index=index)
+
+
+def test_sample_writes_the_bundled_prices(tmp_path, capsys):
+    out = tmp_path / "prices.csv"
+    assert main(["data", "sample", "--out", str(out)]) == 0
+    written = pd.read_csv(out, index_col="Date", parse_dates=True)
+    pd.testing.assert_frame_equal(written, load_sp500_sample(), check_index_type=False)
+    assert "Wrote 8,313 dates × 20 tickers (1990-01-02 to 2022-12-28)" in capsys.readouterr().err
+
+
+def test_download_writes_csv_in_order_with_a_progress_bar(tmp_path, capsys, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(market, "_yf_download", _stand_in({"AAPL": _path(100, 0), "MSFT": _path(40, 1)}, calls))
+    out = tmp_path / "prices.csv"
+    argv = ["data", "download", "MSFT", "AAPL", "--start", "2015-01-01", "--out", str(out)]
+    assert main(argv) == 0
+    written = pd.read_csv(out, index_col="Date", parse_dates=True)
+    assert list(written.columns) == ["MSFT", "AAPL"]
+    np.testing.assert_allclose(written["AAPL"], _path(100, 0))
+    err = capsys.readouterr().err
+    assert "Downloading prices" in err and "2/2" in err  # tqdm's bar over tickers
+
+    assert main(argv) == 0 and calls == ["MSFT", "AAPL"]  # the cache answered the second time
+    assert main([*argv, "--refresh"]) == 0 and calls == ["MSFT", "AAPL", "MSFT", "AAPL"]
+
+
+def test_download_cache_dir_option(tmp_path, monkeypatch):
+    monkeypatch.setattr(market, "_yf_download", _stand_in({"AAPL": _path(100, 0)}, []))
+    assert main(["data", "download", "AAPL", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "p.csv")]) == 0
+    assert list((tmp_path / "c" / "prices").glob("AAPL_1d_*.csv"))
+
+
+def test_download_to_stdout(capsys, monkeypatch):
+    monkeypatch.setattr(market, "_yf_download", _stand_in({"AAPL": _path(100, 0)}, []))
+    assert main(["data", "download", "AAPL"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Date,AAPL\n2015-01-02,")
+
+
+def test_data_error_is_one_line_and_exit_2(capsys, monkeypatch):
+    monkeypatch.setattr(market, "_yf_download", _stand_in({"XYZ": None}, []))
+    assert main(["data", "download", "XYZ", "--out", "never.csv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("finvae: error: No prices for ticker 'XYZ'")
+    assert not any("Traceback" in line for line in err)
+
+
+def test_bad_interval_and_empty_range_exit_2(capsys):
+    assert main(["data", "download", "AAPL", "--interval", "7d"]) == 2
+    assert "finvae: error: interval='7d' is not one Yahoo Finance serves" in capsys.readouterr().err
+    assert main(["data", "download", "AAPL", "--start", "2020-02-01", "--end", "2020-01-01"]) == 2
+    assert "finvae: error: Empty date range" in capsys.readouterr().err
+
+
+def test_partial_download_warns_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(market, "_yf_download", _stand_in({"AAPL": _path(100, 0), "XYZ": None}, []))
+    assert main(["data", "download", "AAPL", "XYZ", "--out", str(tmp_path / "p.csv")]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("finvae: warning:")]
+    assert len(warning) == 1 and "XYZ" in warning[0]
+
+
+def test_usage_errors_exit_2():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+
+
+def test_parser_has_one_group_per_command():
+    parser = build_parser()
+    assert parser.parse_args(["data", "sample"]).func.__name__ == "_cmd_data_sample"
+    assert parser.parse_args(["data", "download", "A", "B"]).tickers == ["A", "B"]
+
+
+def test_runs_as_a_program(tmp_path):
+    out = tmp_path / "prices.csv"
+    done = subprocess.run([sys.executable, "-m", "finvae.cli", "data", "sample", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().startswith("Date,AAPL,AMD,")
