@@ -482,7 +482,7 @@ def _read_table(path_or_buffer, source: str) -> pd.DataFrame:
                 "Install it with `pip install pyarrow`, or save the data as CSV."
             ) from exc
     try:
-        return pd.read_csv(path_or_buffer, float_precision="round_trip")
+        return pd.read_csv(path_or_buffer)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"Could not read {source} as CSV: {exc}. Pass a CSV or parquet file of dates × assets.") \
             from exc
@@ -604,7 +604,7 @@ def _adjusted_close(raw: pd.DataFrame, ticker: str) -> pd.Series | None:
 
 
 def _tidy(series: pd.Series, ticker: str) -> pd.Series:
-    index = pd.DatetimeIndex(series.index)
+    index = pd.DatetimeIndex(series.index, freq=None)  # a cached copy has no freq: neither may a fresh one
     if index.tz is not None:
         index = index.tz_localize(None)
     series = pd.Series(series.to_numpy(dtype=np.float64), index=index, name=ticker)
@@ -638,7 +638,7 @@ def _read_cache(path: Path, ticker: str) -> pd.Series | None:
     if not path.is_file():
         return None
     try:
-        frame = pd.read_csv(path, index_col=0, parse_dates=True, float_precision="round_trip")
+        frame = pd.read_csv(path, index_col=0, parse_dates=True)
         return _tidy(frame.iloc[:, 0], ticker)
     except (ValueError, IndexError, OSError, pd.errors.ParserError):
         return None  # a damaged cache file is downloaded again (and overwritten)
