@@ -95,6 +95,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
         Adam's learning rate.
     beta : float, default=1.0
         Weight of the KL term in the loss.
+    kl_warmup : int, default=0
+        Epochs over which the KL weight rises linearly to ``beta`` (0: none);
+        early stopping waits for its end.
     vol_halflife : float, default=20
         Half-life in days of the trailing volatility used for scaling.
     contamination : float, default=0.01
@@ -158,6 +161,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "beta": [Interval(Real, 0, None, closed="left")],
+        "kl_warmup": [Interval(Integral, 0, None, closed="left")],
         "vol_halflife": [Interval(Real, 0, None, closed="neither")],
         "contamination": [Interval(Real, 0, 0.5, closed="neither")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
@@ -177,6 +181,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         batch_size: int = 256,
         learning_rate: float = 2e-3,
         beta: float = 1.0,
+        kl_warmup: int = 0,
         vol_halflife: float = 20,
         contamination: float = 0.01,
         validation_fraction: float = 0.1,
@@ -193,6 +198,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.beta = beta
+        self.kl_warmup = kl_warmup
         self.vol_halflife = vol_halflife
         self.contamination = contamination
         self.validation_fraction = validation_fraction
@@ -244,6 +250,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             batch_size=max(1, round(self.batch_size / per_example)),
             lr=self.learning_rate,
             beta=self.beta,
+            kl_warmup=self.kl_warmup,
             validation_fraction=self.validation_fraction if len(ends) >= 10 * per_example else 0.0,
             split="last",  # validate on the latest windows, after the ones trained on
             patience=self.patience,
@@ -483,6 +490,99 @@ class FinVAE(TransformerMixin, BaseEstimator):
         squared = self._residuals(scaled, observed, ends, decoded) ** 2
         shares = squared / np.maximum(squared.sum(axis=1, keepdims=True), 1e-300)
         return self._place(shares, ends, len(scaled), index, columns)
+
+    def encode(self, X):
+        """Posterior means and variances of each date's latent code.
+
+        Row ``t`` is the code of the window ending on date ``t`` (its last
+        day's code, as in :meth:`transform`); the codes of a window's days are
+        the rows of its dates, so ``means.iloc[t - window + 1 : t + 1]`` is the
+        window's path through the latent space.
+
+        Returns
+        -------
+        means, variances : DataFrames like :meth:`transform` (or ndarrays)
+        """
+        _, scaled, _, ends, index, _ = self._prepare(X)
+        mu, log_var, _ = self._encode_decode(scaled, ends)
+        columns = self.get_feature_names_out()
+        return (
+            self._place(mu.numpy().astype(np.float64), ends, len(scaled), index, columns),
+            self._place(log_var.exp().numpy().astype(np.float64), ends, len(scaled), index, columns),
+        )
+
+    def decode(self, z, *, volatility=None):
+        """The decoder's mean returns for latent codes ``z``, in return units.
+
+        Parameters
+        ----------
+        z : array-like of shape (..., latent_dim), or DataFrame with one column per factor
+            A code per day: one code, a window of codes (window, latent_dim), or a
+            batch of windows (n, window, latent_dim).
+        volatility : array-like of shape (n_assets,) or broadcastable to the output, optional
+            Each asset's volatility to read the decoded surprises in, e.g. the
+            trailing volatility on some date (:meth:`volatility`). Default: the
+            training standard deviation ``scale_``.
+
+        Returns
+        -------
+        returns : ndarray of shape (..., n_assets), or DataFrame (assets as columns) for DataFrame ``z``
+            ``mean_ + volatility * decoder(z)``.
+        """
+        check_is_fitted(self)
+        codes = torch.as_tensor(np.asarray(z, dtype=np.float32))
+        if codes.shape[-1] != self.latent_dim:
+            raise DataError(f"z has {codes.shape[-1]} values per code; this model's codes have {self.latent_dim}.")
+        with torch.no_grad():
+            decoded = self.model_.decode(codes).numpy().astype(np.float64)
+        scale = self.scale_ if volatility is None else np.asarray(volatility, dtype=np.float64)
+        returns = self.mean_ + scale * decoded
+        if isinstance(z, pd.DataFrame):
+            return pd.DataFrame(returns, index=z.index, columns=self._asset_names())
+        return returns
+
+    def sample(self, n: int, random_state=None, *, volatility=None, noise: bool = True) -> np.ndarray:
+        """Synthetic return windows drawn from the model: codes from the prior, then the decoder.
+
+        Each day's code is drawn from N(0, I) independently, decoded, and (with
+        ``noise=True``) the likelihood's Gaussian noise is added, so that a sample
+        is a draw from the generative model ``p(x) = ∫ p(x | z) p(z) dz``.
+
+        Parameters
+        ----------
+        n : int
+            Number of windows.
+        random_state : int, RandomState or None
+            Seed; the same seed gives the same windows.
+        volatility : see :meth:`decode`
+        noise : bool, default=True
+            Add the decoder's noise (False: the decoder's means only).
+
+        Returns
+        -------
+        windows : ndarray of shape (n, window, n_assets)
+        """
+        check_is_fitted(self)
+        with seeded(_seed(random_state) if random_state is not None else None), torch.no_grad():
+            z = torch.randn(n, self.window, self.latent_dim)
+            decoded = self.model_.decode(z)
+            if noise:
+                decoded = decoded + self.model_.log_scale.exp() * torch.randn_like(decoded)
+        scale = self.scale_ if volatility is None else np.asarray(volatility, dtype=np.float64)
+        return self.mean_ + scale * decoded.numpy().astype(np.float64)
+
+    def volatility(self, X):
+        """Each asset's trailing volatility known at the previous close: the scale of the model's inputs.
+
+        Returns
+        -------
+        volatility : DataFrame like ``X`` (or ndarray)
+        """
+        check_is_fitted(self)
+        values, index, columns = check_returns(X, window=1)
+        self._check_columns(columns, values.shape[1])
+        scale = self._trailing_scale(values).astype(np.float64)
+        return scale if index is None else pd.DataFrame(scale, index=index, columns=columns)
 
     def elbo(self, X, y=None) -> float:
         """Mean ELBO per scored date, in nats (higher is better): a scalar for model selection.
