@@ -34,6 +34,42 @@ MIN_PER_EXAMPLE = 32
 TAIL_START = 0.9
 _PROBS = np.linspace(0.0, TAIL_START, 91)
 
+#: Why sklearn's random test data cannot reach the checks below: FinVAE refuses price levels
+#: passed as returns (``finvae.datasets.looks_like_prices``), and these checks feed all-positive
+#: data with a median above 0.5. tests/test_estimator.py runs them with that rule switched off,
+#: where they pass.
+SKLEARN_DATA_LOOK_LIKE_PRICES = (
+    "sklearn's data here are all positive with a median above 0.5, which FinVAE rejects as price "
+    "levels passed instead of returns (DataError); passes with that rule off"
+)
+
+#: The checks of ``sklearn.utils.estimator_checks.check_estimator`` that FinVAE's design rules out,
+#: each with its reason: pass it as ``expected_failed_checks``. Every other check passes.
+SKLEARN_CHECKS_RULED_OUT: dict[str, str] = {
+    "check_methods_sample_order_invariance": (
+        "rows are consecutive days: a date's output depends on the window of days before it, so "
+        "reordering rows changes the outputs (time order is the data)"
+    ),
+    "check_methods_subset_invariance": (
+        "a date's output needs the window - 1 days before it; a single row or a short batch "
+        "has no full window (DataError, or NaN for its first window - 1 dates)"
+    ),
+    **dict.fromkeys(
+        [
+            "check_dict_unchanged",
+            "check_dont_overwrite_parameters",
+            "check_estimators_dtypes",
+            "check_f_contiguous_array_estimator",
+            "check_fit2d_1feature",
+            "check_fit2d_predict1d",
+            "check_fit_check_is_fitted",
+            "check_fit_idempotent",
+            "check_n_features_in",
+        ],
+        SKLEARN_DATA_LOOK_LIKE_PRICES,
+    ),
+}
+
 
 class FinVAE(TransformerMixin, BaseEstimator):
     """Variational autoencoder over rolling windows of daily returns.
@@ -128,6 +164,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
         Score above which :meth:`predict` flags a date.
     calibration_ : dict
         Per score part, its training distribution (see :meth:`score`).
+    asset_calibration_ : list of dict
+        Per asset, the training distribution of its absolute residual.
     mean_, scale_ : ndarray of shape (n_features_in_,)
         Training mean and standard deviation of each asset's returns.
     n_features_in_ : int
@@ -265,7 +303,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
         with torch_threads(1 if config.device == "cpu" else None):
             self.history_ = train_vae(self.model_, data, config)
         self.model_.to("cpu")
-        parts = self._raw_parts(scaled, observed, ends)
+        kl, residual, seen = self._day_statistics(scaled, observed, ends)
+        self.asset_calibration_ = [_fit_tail(np.abs(residual[seen[:, i], i])) for i in range(residual.shape[1])]
+        parts = self._raw_parts(kl, residual, seen)
         self.calibration_ = {name: _fit_tail(part) for name, part in parts.items()}
         train_scores = self._combine(parts)
         self.threshold_ = float(np.quantile(train_scores, 1.0 - self.contamination))
@@ -329,13 +369,22 @@ class FinVAE(TransformerMixin, BaseEstimator):
         residual[~observed[ends]] = 0.0
         return residual
 
-    def _raw_parts(self, scaled, observed, ends) -> dict[str, np.ndarray]:
+    def _day_statistics(self, scaled, observed, ends) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """KL of each scored day's code, its scaled residuals (0 where missing), and the observed mask."""
         mu, log_var, decoded = self._encode_decode(scaled, ends)
-        residual = self._residuals(scaled, observed, ends, decoded)
+        kl = gaussian_kl(mu, log_var).numpy().astype(np.float64)
+        return kl, self._residuals(scaled, observed, ends, decoded), observed[ends]
+
+    def _raw_parts(self, kl: np.ndarray, residual: np.ndarray, seen: np.ndarray) -> dict[str, np.ndarray]:
+        """The three parts of each day's score, before their calibration."""
+        asset_surprise = np.column_stack(
+            [_tail_score(np.abs(residual[:, i]), tail) for i, tail in enumerate(self.asset_calibration_)]
+        ).reshape(residual.shape)
+        asset_surprise[~seen] = 0.0
         return {
-            "kl": gaussian_kl(mu, log_var).numpy().astype(np.float64),
-            "residual": (residual**2).sum(axis=1) / observed[ends].sum(axis=1),
-            "max_residual": np.abs(residual).max(axis=1),
+            "kl": kl,
+            "residual": (residual**2).sum(axis=1) / seen.sum(axis=1),
+            "max_residual": asset_surprise.max(axis=1, initial=0.0),
         }
 
     def _part_surprises(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -368,7 +417,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
                 )
         elif n_features != self.n_features_in_:
             raise DataError(
-                f"X has {n_features} assets (columns), but this FinVAE was fitted on {self.n_features_in_}."
+                f"X has {n_features} features, but FinVAE is expecting {self.n_features_in_} features as input: "
+                "one column per asset seen at fit."
             )
 
     @staticmethod
@@ -394,15 +444,19 @@ class FinVAE(TransformerMixin, BaseEstimator):
           when the day's factors are far from usual (a market-wide shock);
         - ``residual``: the mean squared residual of the day's scaled returns
           in units of each asset's noise scale (a broken cross-section);
-        - ``max_residual``: the largest absolute residual of one asset (a
-          single-asset jump).
+        - ``max_residual``: the most surprising residual of one asset (a
+          single-asset jump), each asset's absolute residual judged against
+          its own training history, since a 6-sigma day means less for a
+          volatile stock than for a staple.
 
         Each part is turned into a surprise in nats, ``-log P(part >= value)``
         under its training distribution: the empirical one up to its 90th
         percentile, and beyond it a Pareto tail fitted to the top 10 %, so that
-        values larger than any seen in training still rank. The score is the
-        largest of the three surprises: 4.6 means "as rare as the 1 % most
-        extreme training days" on the most extreme part.
+        values larger than any seen in training still rank (the per-asset
+        surprises behind ``max_residual`` are calibrated the same way, and
+        their maximum over assets once more as a day-level statistic). The
+        score is the largest of the three surprises: 4.6 means "as rare as the
+        1 % most extreme training days" on the most extreme part.
         :meth:`score_parts` gives the three surprises.
 
         Parameters
@@ -429,7 +483,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         parts : DataFrame with columns ``kl``, ``residual``, ``max_residual``, or ndarray
         """
         _, scaled, observed, ends, index, _ = self._prepare(X)
-        surprises = self._part_surprises(self._raw_parts(scaled, observed, ends))
+        surprises = self._part_surprises(self._raw_parts(*self._day_statistics(scaled, observed, ends)))
         rows = np.column_stack([surprises[name] for name in SCORE_PARTS]).reshape(len(ends), len(SCORE_PARTS))
         return self._place(rows, ends, len(scaled), index, list(SCORE_PARTS))
 
@@ -631,6 +685,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             "n_features_in_": self.n_features_in_,
             "feature_names_in_": None if not hasattr(self, "feature_names_in_") else list(self.feature_names_in_),
             "calibration_": self.calibration_,
+            "asset_calibration_": self.asset_calibration_,
             "history_": self.history_.reset_index().to_dict(orient="list"),
         }
         (path / "finvae.json").write_text(json.dumps(state, indent=1))
@@ -655,6 +710,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         model.model_.eval()
         model.threshold_ = state["threshold_"]
         model.calibration_ = state["calibration_"]
+        model.asset_calibration_ = state["asset_calibration_"]
         model.history_ = pd.DataFrame(state["history_"]).set_index("epoch")
         return model
 
@@ -673,6 +729,8 @@ def _seed(random_state) -> int | None:
 
 def _fit_tail(values: np.ndarray) -> dict[str, object]:
     """The training distribution of a score part, kept as quantiles of its log and a tail rate."""
+    if not values.size:  # an asset never observed on a scored training day: nothing is surprising
+        values = np.zeros(1)
     logs = np.log(np.maximum(values, 0.0) + 1e-12)
     grid = np.quantile(logs, _PROBS)
     start = grid[-1]
