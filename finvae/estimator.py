@@ -79,7 +79,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
     A causal convolutional encoder gives each day of the window a Gaussian
     posterior over a ``latent_dim``-dimensional code that depends on that day
     and the days before it; the window's code is its last day's. The decoder
-    maps a day's code back to that day's returns. Training maximises the ELBO
+    maps a day's code back to that day's returns, linearly (a factor model
+    whose factor values a nonlinear encoder infers). Training maximises the ELBO
     of each window's last day: a Gaussian likelihood with a learned noise
     scale per asset, minus ``beta`` times the KL divergence from the standard
     normal prior (:class:`finvae.nn.ReturnsVAE`).
@@ -122,7 +123,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
     latent_dim : int, default=3
         Size of the latent code: the number of factors.
     hidden : int, default=32
-        Channels of the hidden layers.
+        Channels of the encoder's hidden layers.
     epochs : int, default=60
         Most passes over the training windows (early stopping may stop sooner).
     batch_size : int, default=256
