@@ -80,10 +80,11 @@ class ConceptVector:
     null_norms : ndarray
         Norms of the noise baseline: the same mask on random other dates.
     threshold : float
-        The ``LEVEL`` quantile of ``null_norms``: a norm above it is larger than
-        noise gives 19 times in 20.
+        The 95 % quantile of ``null_norms``: the norm that noise stays below
+        19 times in 20.
     p_value : float
-        ``(1 + #{null >= norm}) / (1 + n_null)``.
+        ``(1 + #{null >= norm}) / (1 + n_null)``; :attr:`significant` when at
+        most 0.05.
     n_in, n_out : int
         Codes where the mask holds and where it does not.
     block : int
@@ -105,8 +106,8 @@ class ConceptVector:
 
     @property
     def significant(self) -> bool:
-        """Whether the norm exceeds the noise baseline's 95 % quantile (``p_value < 0.05``)."""
-        return bool(self.norm > self.threshold)
+        """Whether the direction is real: ``p_value <= 0.05`` against the noise baseline."""
+        return bool(self.p_value <= 1 - LEVEL)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return np.asarray(self.vector.to_numpy(), dtype=dtype)
