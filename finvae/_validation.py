@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from finvae._exceptions import DataError
 
-#: A daily return of 50 % in absolute value at the median is not a return series.
-PRICE_MEDIAN_LEVEL = 0.5
+# One rule for "prices, not returns", shared with the data loaders. finvae.datasets
+# imports nothing from the estimator side, so this import makes no cycle.
+from finvae.datasets._market import looks_like_prices
 
 
 def _first(labels, limit: int = 3) -> str:
@@ -25,14 +27,21 @@ def check_returns(X, *, window: int, what: str = "returns") -> tuple[np.ndarray,
     and the index and columns (None for an array). Raises
     :class:`DataError` naming the problem: non-numeric columns, unsorted or
     duplicate dates, infinite values, fewer rows than ``window``, an asset with
-    no data at all, or price levels passed where returns are expected.
+    no data at all, or price levels passed where returns are expected
+    (:func:`finvae.datasets.looks_like_prices`).
     """
     index = columns = None
+    if sparse.issparse(X):
+        raise DataError(
+            f"{what} is a sparse matrix; sparse input is not supported (returns are dense, NaN where missing). "
+            "Pass a DataFrame or a dense array, e.g. X.toarray()."
+        )
     if isinstance(X, pd.Series):
         X = X.to_frame()
     if isinstance(X, pd.DataFrame):
         bad = [c for c, dtype in X.dtypes.items() if not (pd.api.types.is_numeric_dtype(dtype)
-                                                          and not pd.api.types.is_bool_dtype(dtype))]
+                                                          and not pd.api.types.is_bool_dtype(dtype)
+                                                          and not pd.api.types.is_complex_dtype(dtype))]
         if bad:
             raise DataError(
                 f"{what} must be numeric, but column(s) {_first(bad)} are not "
@@ -52,17 +61,27 @@ def check_returns(X, *, window: int, what: str = "returns") -> tuple[np.ndarray,
             )
         values = X.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        values = np.asarray(X, dtype=np.float64)
+        values = np.asarray(X)
+        if np.iscomplexobj(values):
+            raise DataError(f"{what}: Complex data not supported; returns are real numbers.")
+        try:
+            values = values.astype(np.float64, copy=False)
+        except ValueError as error:  # e.g. a string that is no number
+            raise DataError(f"{what} must be numeric, but holds {values.dtype} values that are not: {error}.") from None
+        except TypeError as error:  # e.g. a dict or a date in an object array
+            raise TypeError(f"{what} must be numeric: {error}.") from None
         if values.ndim == 1:
             raise DataError(
                 f"{what} must be 2-D (days × assets); got a 1-D array of length {len(values)}. "
-                "For one asset use values.reshape(-1, 1)."
+                "Reshape your data: for one asset use values.reshape(-1, 1)."
             )
         if values.ndim != 2:
             raise DataError(f"{what} must be 2-D (days × assets); got shape {values.shape}.")
     labels = columns if columns is not None else pd.RangeIndex(values.shape[1])
     if values.shape[1] == 0:
-        raise DataError(f"{what} has no columns (assets).")
+        raise DataError(
+            f"{what} has no columns (assets): 0 feature(s) (shape={values.shape}) while a minimum of 1 is required."
+        )
     infinite = np.isinf(values)
     if infinite.any():
         day, asset = np.argwhere(infinite)[0]
@@ -79,8 +98,8 @@ def check_returns(X, *, window: int, what: str = "returns") -> tuple[np.ndarray,
     empty = np.isnan(values).all(axis=0)
     if empty.any():
         raise DataError(f"{what} column(s) {_first(labels[empty])} hold no data (all NaN). Drop them.")
-    finite = values[np.isfinite(values)]
-    if finite.size and (finite > 0).all() and np.median(np.abs(finite)) > PRICE_MEDIAN_LEVEL:
+    if looks_like_prices(values):
+        finite = values[np.isfinite(values)]
         raise DataError(
             f"{what} look like price levels, not returns: every value is positive and the median is "
             f"{np.median(finite):.3g}. Convert prices first, e.g. "

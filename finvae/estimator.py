@@ -688,6 +688,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             "calibration_": self.calibration_,
             "asset_calibration_": self.asset_calibration_,
             "history_": self.history_.reset_index().to_dict(orient="list"),
+            "history_attrs": self.history_.attrs,  # best_epoch
         }
         (path / "finvae.json").write_text(json.dumps(state, indent=1))
         return path
@@ -713,6 +714,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         model.calibration_ = state["calibration_"]
         model.asset_calibration_ = state["asset_calibration_"]
         model.history_ = pd.DataFrame(state["history_"]).set_index("epoch")
+        model.history_.attrs.update(state.get("history_attrs", {}))
         return model
 
 

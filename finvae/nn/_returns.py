@@ -60,21 +60,19 @@ class CausalConv(nn.Module):
 
 
 def conv_layout(window: int) -> list[tuple[int, int]]:
-    """(kernel_size, dilation) of the encoder's layers, whose combined reach is ``window - 1`` or just under.
+    """(kernel_size, dilation) of the encoder's layers, whose combined reach is exactly ``window - 1`` days.
 
     Kernel-3 layers with dilations 1, 2, 4, ... while the reach stays within
-    the window, then one last layer for what is left. A day's code so sees at
-    most ``window`` days, and running the encoder over a long series gives
-    the same codes as running it on each window.
+    the window, then one kernel-2 layer for what is left. A day's code so
+    sees exactly ``window`` days, and running the encoder over a long series
+    gives the same codes as running it on each window.
     """
-    if window < 3:
-        return [(window, 1)]
-    layout, reach = [(3, 1)], 2
-    while reach + 2 * 2 * layout[-1][1] <= window - 1:
-        layout.append((3, 2 * layout[-1][1]))
+    layout, reach = [], 0
+    while reach + 2 * 2**len(layout) <= window - 1:
+        layout.append((3, 2 ** len(layout)))
         reach += 2 * layout[-1][1]
-    if (rest := (window - 1 - reach) // 2) > 0:
-        layout.append((3, rest))
+    if (rest := window - 1 - reach) > 0:
+        layout.append((2, rest))
     return layout
 
 

@@ -1,0 +1,206 @@
+"""Bad input: each problem raises finvae.DataError (a ValueError) whose message names it; one price rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import finvae._validation as validation
+from finvae import DataError, FinVAE
+from finvae._validation import check_returns
+from finvae.datasets import looks_like_prices
+
+
+def make_returns(n_days: int = 120, assets=("AAA", "BBB", "CCC", "DDD"), seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    market = rng.normal(0.0, 0.01, size=(n_days, 1))
+    values = market + rng.normal(0.0, 0.005, size=(n_days, len(assets)))
+    return pd.DataFrame(values, index=pd.bdate_range("2021-01-04", periods=n_days), columns=list(assets))
+
+
+@pytest.fixture(scope="module")
+def fitted() -> FinVAE:
+    return FinVAE(window=5, epochs=1, hidden=8, random_state=0, verbose=0).fit(make_returns())
+
+
+def test_data_error_is_a_value_error():
+    assert issubclass(DataError, ValueError)
+
+
+# ------------------------------------------------------------------ each problem, named
+
+
+def test_nan_only_column():
+    returns = make_returns()
+    returns["CCC"] = np.nan
+    with pytest.raises(DataError, match=r"'CCC' hold no data \(all NaN\)"):
+        FinVAE(window=5, verbose=0).fit(returns)
+
+
+def test_infinite_values_name_the_column_and_date():
+    returns = make_returns()
+    returns.iloc[7, 1] = np.inf
+    returns.iloc[9, 2] = -np.inf
+    with pytest.raises(DataError, match=r"2 infinite value\(s\), the first in column 'BBB' on 2021-01-13"):
+        FinVAE(window=5, verbose=0).fit(returns)
+
+
+def test_non_numeric_columns():
+    returns = make_returns()
+    returns["sector"] = "tech"
+    with pytest.raises(DataError, match=r"must be numeric.*'sector'"):
+        FinVAE(window=5, verbose=0).fit(returns)
+    with pytest.raises(DataError, match=r"must be numeric.*'flag'"):
+        FinVAE(window=5, verbose=0).fit(make_returns().assign(flag=True))  # bools are not returns either
+
+
+def test_object_arrays_of_non_numbers():
+    values = make_returns().to_numpy().astype(object)
+    values[3, 0] = "n/a"
+    with pytest.raises(DataError, match="must be numeric"):
+        check_returns(values, window=5)
+    values[3, 0] = {"a": 1}
+    with pytest.raises(TypeError, match="must be numeric"):
+        check_returns(values, window=5)
+
+
+def test_duplicate_dates():
+    returns = make_returns()
+    returns = pd.concat([returns.iloc[:10], returns.iloc[9:]])
+    with pytest.raises(DataError, match=r"duplicate dates: 2021-01-15"):
+        FinVAE(window=5, verbose=0).fit(returns)
+
+
+def test_unsorted_dates():
+    returns = make_returns()
+    returns = returns.iloc[[*range(20), 21, 20, *range(22, 120)]]
+    with pytest.raises(DataError, match=r"not sorted: 2021-02-01 comes after 2021-02-02.*sort_index"):
+        FinVAE(window=5, verbose=0).fit(returns)
+
+
+def test_fewer_rows_than_the_window():
+    with pytest.raises(DataError, match=r"4 rows \(n_samples=4\), fewer than window=5"):
+        FinVAE(window=5, verbose=0).fit(make_returns().iloc[:4])
+
+
+def test_fewer_rows_than_the_window_at_transform_time(fitted):
+    with pytest.raises(DataError, match=r"n_samples=3.*fewer than window=5"):
+        fitted.score(make_returns().iloc[:3])
+
+
+def test_price_levels_instead_of_returns():
+    prices = 100.0 * np.exp(make_returns().cumsum())
+    with pytest.raises(DataError, match=r"look like price levels, not returns.*prices_to_returns"):
+        FinVAE(window=5, verbose=0).fit(prices)
+    with pytest.raises(DataError, match="price levels"):
+        FinVAE(window=5, verbose=0).fit(prices.to_numpy())
+
+
+def test_zero_variance_column_stale_prices():
+    returns = make_returns()
+    returns["DDD"] = 0.0
+    with pytest.raises(DataError, match=r"DDD have zero variance.*stale prices"):
+        FinVAE(window=5, verbose=0).fit(returns)
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (["AAA", "BBB", "CCC"], r"missing \['DDD'\]"),
+        (["AAA", "BBB", "CCC", "DDD", "EEE"], r"unexpected \['EEE'\]"),
+        (["AAA", "BBB", "EEE", "DDD"], r"missing \['CCC'\]; unexpected \['EEE'\]"),
+        (["DDD", "AAA", "BBB", "CCC"], r"the same assets in another order"),
+    ],
+    ids=["missing", "extra", "swapped", "reordered"],
+)
+def test_assets_at_transform_time_differ_from_fit(fitted, columns, message):
+    returns = make_returns(assets=("AAA", "BBB", "CCC", "DDD", "EEE"))[columns]
+    for method in ("transform", "score", "predict", "reconstruct", "score_assets", "volatility"):
+        with pytest.raises(DataError, match=r"the assets differ from those seen at fit: " + message):
+            getattr(fitted, method)(returns)
+
+
+def test_wrong_number_of_assets_in_an_array(fitted):
+    with pytest.raises(DataError, match="X has 3 features, but FinVAE is expecting 4 features as input"):
+        fitted.transform(make_returns().to_numpy()[:, :3])
+
+
+def test_one_dimensional_input():
+    series_values = make_returns()["AAA"].to_numpy()
+    with pytest.raises(DataError, match=r"must be 2-D \(days × assets\); got a 1-D array.*reshape\(-1, 1\)"):
+        FinVAE(window=5, verbose=0).fit(series_values)
+    with pytest.raises(DataError, match="must be 2-D"):
+        check_returns(np.zeros((10, 2, 2)), window=5)
+
+
+def test_a_series_is_one_asset():
+    values, index, columns = check_returns(make_returns()["AAA"], window=5)
+    assert values.shape == (120, 1) and list(columns) == ["AAA"] and len(index) == 120
+
+
+def test_no_columns_sparse_and_complex_input():
+    with pytest.raises(DataError, match=r"no columns \(assets\)"):
+        check_returns(np.zeros((10, 0)), window=5)
+    with pytest.raises(DataError, match="sparse input is not supported"):
+        check_returns(sparse.csr_matrix(np.eye(10)), window=5)
+    with pytest.raises(DataError, match="Complex data not supported"):
+        check_returns(np.ones((10, 2)) * 1j, window=5)
+
+
+def test_check_returns_keeps_float64_without_a_copy_and_never_writes():
+    returns = make_returns()
+    returns.iloc[5, 2] = np.nan
+    copy = returns.copy()
+    values, index, columns = check_returns(returns, window=5)
+    assert values.dtype == np.float64 and values.shape == returns.shape
+    assert index.equals(returns.index) and columns.equals(returns.columns)
+    array = returns.to_numpy()
+    assert np.shares_memory(check_returns(array, window=5)[0], array)  # float64 in: no copy
+    pd.testing.assert_frame_equal(returns, copy)
+
+
+# ------------------------------------------------------------------ one price rule
+
+
+def test_check_returns_uses_the_price_rule_of_the_data_loaders(monkeypatch):
+    returns = make_returns()
+    check_returns(returns, window=5)  # plain returns pass
+    calls = []
+
+    def always_prices(data):
+        calls.append(data)
+        return True
+
+    monkeypatch.setattr(validation, "looks_like_prices", always_prices)
+    with pytest.raises(DataError, match="look like price levels"):
+        check_returns(returns, window=5)
+    assert len(calls) == 1 and calls[0].shape == returns.shape
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(lambda r: 100.0 * np.exp(r.cumsum()), id="prices"),
+        pytest.param(lambda r: 0.02 * np.exp(r.cumsum()), id="penny-prices"),  # median below 0.5, but persistent
+        pytest.param(lambda r: r, id="returns"),
+        pytest.param(lambda r: r.abs() + 1e-4, id="positive-small-jumpy"),  # not persistent: not prices
+        pytest.param(lambda r: 1.0 + r, id="gross-returns"),
+    ],
+)
+def test_check_returns_rejects_exactly_what_looks_like_prices(data, request):
+    frame = data(make_returns())
+    assert looks_like_prices(frame) == (request.node.callspec.id in {"prices", "penny-prices", "gross-returns"})
+    if looks_like_prices(frame):
+        with pytest.raises(DataError, match="look like price levels"):
+            check_returns(frame, window=5)
+    else:
+        check_returns(frame, window=5)
+
+
+def test_low_priced_assets_are_caught_as_prices():
+    # The loaders' rule also catches persistent positive series below 0.5 (penny stocks, JPY/USD).
+    prices = 0.009 * np.exp(make_returns().cumsum())
+    with pytest.raises(DataError, match="look like price levels"):
+        FinVAE(window=5, verbose=0).fit(prices)
