@@ -122,7 +122,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         Days per window: how far back each date's code looks.
     latent_dim : int, default=3
         Size of the latent code: the number of factors.
-    hidden : int, default=32
+    hidden : int, default=64
         Channels of the encoder's hidden layers.
     epochs : int, default=60
         Most passes over the training windows (early stopping may stop sooner).
@@ -215,7 +215,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         self,
         window: int = 20,
         latent_dim: int = 3,
-        hidden: int = 32,
+        hidden: int = 64,
         epochs: int = 60,
         batch_size: int = 256,
         learning_rate: float = 2e-3,
