@@ -1,0 +1,286 @@
+"""Figures for FinVAE's outputs: pandas in, a matplotlib Figure out.
+
+- :func:`plot_scores`: the anomaly score over time with its threshold and the
+  flagged dates, under the equal-weight index of the assets;
+- :func:`plot_factors`: the latent factors over time;
+- :func:`plot_asset_contributions`: which assets made the most anomalous days
+  anomalous.
+
+Equity curves and drawdowns of a backtest are drawn by
+:meth:`finvae.backtest.OverlayResult.plot`.
+
+Each function creates its own figure and never calls ``plt.show()``. Scripts
+that only save figures should select matplotlib's non-interactive backend
+first (``matplotlib.use("Agg")``), as ``finvae run`` does.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import numpy as np
+import pandas as pd
+
+from finvae._exceptions import DataError
+
+__all__ = ["equal_weight_index", "plot_asset_contributions", "plot_factors", "plot_scores"]
+
+
+def _series(data, what: str) -> pd.Series:
+    if isinstance(data, pd.DataFrame) and data.shape[1] == 1:
+        data = data.iloc[:, 0]
+    if not isinstance(data, pd.Series):
+        raise DataError(f"{what} must be a pandas Series indexed by date; got {type(data).__name__}.")
+    if len(data) == 0:
+        raise DataError(f"{what} is empty: nothing to plot.")
+    return data
+
+
+def equal_weight_index(returns: pd.DataFrame, *, kind: str = "log") -> pd.Series:
+    """Growth of 1 invested in the daily-rebalanced equal-weight portfolio of ``returns``' assets.
+
+    Parameters
+    ----------
+    returns : DataFrame of shape (n_dates, n_assets)
+        Daily returns, NaN where missing (an asset without a return that day
+        sits out; the average is over the others).
+    kind : {"log", "simple"}, default="log"
+        What ``returns`` holds.
+
+    Returns
+    -------
+    Series named ``"equal-weight index"``, indexed like ``returns``, starting near 1.
+    """
+    if kind not in ("log", "simple"):
+        raise ValueError(f"kind must be 'log' or 'simple'; got {kind!r}.")
+    if not isinstance(returns, pd.DataFrame):
+        raise DataError(f"returns must be a pandas DataFrame (dates × assets); got {type(returns).__name__}.")
+    simple = np.expm1(returns) if kind == "log" else returns
+    daily = simple.mean(axis=1, skipna=True).fillna(0.0)  # a day with no data at all: no move
+    return (1.0 + daily).cumprod().rename("equal-weight index")
+
+
+def plot_scores(
+    scores: pd.Series,
+    threshold: float | pd.Series,
+    flags: pd.Series | None = None,
+    prices_or_index: pd.Series | pd.DataFrame | None = None,
+    *,
+    title: str = "FinVAE anomaly score, threshold and flagged dates",
+    score_label: str = "anomaly score",
+    figsize: tuple[float, float] = (11.0, 6.5),
+):
+    """The anomaly score over time with its threshold, and the flagged dates marked.
+
+    Parameters
+    ----------
+    scores : Series
+        Anomaly score per date (``FinVAE.score`` or ``walk_forward(...)["score"]``).
+    threshold : float or Series
+        The flagging threshold: one number (``FinVAE.threshold_``) or one per
+        date (``walk_forward(...)["threshold"]``, which changes at each refit),
+        drawn as a step line.
+    flags : Series of bool, optional
+        Flagged dates. Default: ``scores > threshold``.
+    prices_or_index : Series or DataFrame, optional
+        What to draw above the score, with the flagged dates marked on it: an
+        index level (Series), or prices (DataFrame, turned into the
+        daily-rebalanced equal-weight index of the assets). Only the dates of
+        ``scores`` are shown. Without it, the figure has the score panel only.
+    title : str
+        Title of the figure.
+    score_label : str, default="anomaly score"
+        Legend entry of the score line.
+    figsize : (float, float), default=(11, 6.5)
+        Figure size in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    scores = _series(scores, "scores")
+    if isinstance(threshold, pd.Series):
+        threshold = threshold.reindex(scores.index)
+    elif not isinstance(threshold, Real):
+        raise DataError(f"threshold must be a number or a Series indexed by date; got {type(threshold).__name__}.")
+    if flags is None:
+        with np.errstate(invalid="ignore"):
+            flags = pd.Series(np.asarray(scores > threshold), index=scores.index)
+    flags = _series(flags, "flags").reindex(scores.index, fill_value=False).astype(bool)
+    flagged = scores.index[flags.to_numpy()]
+
+    level = None
+    if prices_or_index is not None:
+        if isinstance(prices_or_index, pd.DataFrame) and prices_or_index.shape[1] > 1:
+            prices = prices_or_index.loc[scores.index[0]: scores.index[-1]]
+            level = equal_weight_index(prices.pct_change(fill_method=None).iloc[1:], kind="simple")
+            level = pd.concat([pd.Series([1.0], index=prices.index[:1]), level])
+        else:
+            level = _series(prices_or_index, "prices_or_index").loc[scores.index[0]: scores.index[-1]]
+            level = level / level.dropna().iloc[0]
+        if level.dropna().empty:
+            raise DataError("prices_or_index has no values on the dates of scores; pass the same period.")
+
+    if level is None:
+        fig, bottom = plt.subplots(figsize=figsize, layout="constrained")
+        top = None
+    else:
+        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=figsize, layout="constrained",
+                                          gridspec_kw={"height_ratios": [1, 1]})
+        top.plot(level.index, level.to_numpy(), color="tab:gray", lw=1.0, label="equal-weight index")
+        marks = level.reindex(flagged)
+        top.scatter(marks.index, marks.to_numpy(), color="tab:red", s=14, zorder=3,
+                    label=f"flagged date ({len(flagged)})")
+        top.set_yscale("log")
+        # Ticks at 1, 2, 5, 10, ... written plainly (not 10⁰), and no crowded minor labels.
+        top.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        top.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
+        top.yaxis.set_minor_formatter(NullFormatter())
+        top.set_ylabel("growth of 1 (log scale)")
+        top.set_title(title)
+        top.legend(loc="upper left")
+        top.grid(alpha=0.3)
+
+    bottom.plot(scores.index, scores.to_numpy(), color="tab:blue", lw=0.5, label=score_label)
+    if isinstance(threshold, pd.Series):
+        bottom.step(threshold.index, threshold.to_numpy(), where="post", color="black", lw=1.0, ls="--",
+                    label="threshold")
+    else:
+        bottom.axhline(float(threshold), color="black", lw=1.0, ls="--", label=f"threshold ({threshold:.2f})")
+    bottom.scatter(flagged, scores.reindex(flagged).to_numpy(), color="tab:red", s=14, zorder=3,
+                   label="flagged (score > threshold)")
+    bottom.set_ylabel("anomaly score (nats of surprise)")
+    bottom.legend(loc="upper left")
+    bottom.grid(alpha=0.3)
+    if top is None:
+        bottom.set_title(title)
+    return fig
+
+
+def plot_factors(
+    factors: pd.DataFrame,
+    *,
+    smooth: int = 21,
+    title: str = "FinVAE latent factors over time (posterior means)",
+    figsize: tuple[float, float] | None = None,
+):
+    """Each latent factor over time, one panel each, with a rolling mean.
+
+    Parameters
+    ----------
+    factors : DataFrame of shape (n_dates, n_factors)
+        E.g. ``FinVAE.transform(returns)``; NaN rows (the first window) are skipped.
+    smooth : int, default=21
+        Days of the rolling mean drawn over the daily values (0: none).
+    title : str
+        Title of the figure.
+    figsize : (float, float), optional
+        Default: 11 inches wide, 2 inches per factor.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(factors, pd.Series):
+        factors = factors.to_frame()
+    if not isinstance(factors, pd.DataFrame):
+        raise DataError(f"factors must be a pandas DataFrame (dates × factors); got {type(factors).__name__}.")
+    factors = factors.dropna(how="all")
+    if factors.empty:
+        raise DataError("factors has no values (all NaN or no rows): nothing to plot.")
+    k = factors.shape[1]
+    fig, axes = plt.subplots(k, 1, sharex=True, squeeze=False, layout="constrained",
+                             figsize=figsize or (11.0, 1.2 + 2.0 * k))
+    for ax, name in zip(axes[:, 0], factors.columns, strict=True):
+        values = factors[name]
+        ax.plot(values.index, values.to_numpy(), color="tab:blue", lw=0.4, alpha=0.5, label="daily")
+        if smooth:
+            rolling = values.rolling(smooth, min_periods=max(1, smooth // 2)).mean()
+            ax.plot(rolling.index, rolling.to_numpy(), color="tab:blue", lw=1.2, label=f"{smooth}-day mean")
+        if values.min() < 0.0 < values.max():  # a zero line only where it does not squash the series
+            ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_ylabel(str(name))
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="upper left", ncol=2)
+    axes[0, 0].set_title(title)
+    return fig
+
+
+def plot_asset_contributions(
+    shares: pd.DataFrame,
+    scores: pd.Series,
+    top: int = 10,
+    *,
+    n_assets: int = 8,
+    title: str | None = None,
+    figsize: tuple[float, float] = (11.0, 6.0),
+):
+    """Per-asset contributions on the ``top`` most anomalous days, as stacked bars.
+
+    One horizontal bar per day, from the most anomalous down, labelled with its
+    date and score. Each bar splits the day's squared residual into the
+    assets' shares (``FinVAE.score_assets``, rows summing to 1); the
+    ``n_assets`` assets with the largest shares over these days get their own
+    colour and the rest are pooled as "other". A bar dominated by one asset is
+    a single-stock event; an even split, a market-wide one.
+
+    Parameters
+    ----------
+    shares : DataFrame of shape (n_dates, n_assets)
+        Each asset's share of each date's residual.
+    scores : Series
+        Anomaly score per date; the ``top`` highest with shares are shown.
+    top : int, default=10
+        How many days to show.
+    n_assets : int, default=8
+        Assets drawn in their own colour.
+    title : str, optional
+        Default: "Per-asset contributions on the {top} most anomalous days".
+    figsize : (float, float), default=(11, 6)
+        Figure size in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(shares, pd.DataFrame):
+        raise DataError(f"shares must be a pandas DataFrame (dates × assets); got {type(shares).__name__}.")
+    scores = _series(scores, "scores")
+    if int(top) != top or top < 1:
+        raise ValueError(f"top must be a positive integer; got {top!r}.")
+    usable = scores.dropna().index.intersection(shares.dropna(how="all").index)
+    if len(usable) == 0:
+        raise DataError("scores and shares have no dates with values in common; pass the same dates.")
+    days = scores.loc[usable].sort_values(ascending=False).index[: int(top)]
+    table = shares.loc[days].fillna(0.0)
+    leaders = table.sum().sort_values(ascending=False).index[:n_assets]
+    parts = table[leaders]
+    if len(leaders) < table.shape[1]:
+        parts = parts.assign(other=table.drop(columns=leaders).sum(axis=1))
+
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    colors = list(plt.get_cmap("tab10").colors[: len(leaders)]) + ["lightgray"]
+    labels = [f"{d:%Y-%m-%d}  score {scores[d]:.1f}" for d in days]
+    rows = np.arange(len(days))[::-1]  # the most anomalous day on top
+    left = np.zeros(len(days))
+    for color, name in zip(colors, parts.columns, strict=False):
+        width = parts[name].to_numpy()
+        ax.barh(rows, width, left=left, color=color, edgecolor="white", lw=0.5, label=str(name))
+        for y, x0, w in zip(rows, left, width, strict=True):
+            if w >= 0.12 and name != "other":  # name the asset inside segments wide enough to hold it
+                ax.text(x0 + w / 2, y, str(name), ha="center", va="center", fontsize=8)
+        left += width
+    ax.set_yticks(rows, labels)
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:.0%}"))
+    ax.set_xlabel("share of the day's squared residual")
+    ax.set_title(title or f"Per-asset contributions on the {len(days)} most anomalous days")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), title="asset")
+    return fig

@@ -1,0 +1,139 @@
+"""finvae.plotting: each figure draws what its title says, from pandas inputs left unchanged."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from finvae import DataError
+from finvae.plotting import equal_weight_index, plot_asset_contributions, plot_factors, plot_scores
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def dates():
+    return pd.bdate_range("2020-01-01", periods=300, name="Date")
+
+
+@pytest.fixture
+def scores(dates):
+    values = np.random.default_rng(0).gamma(2.0, 1.0, len(dates))
+    values[:19] = np.nan  # the first window has no score, as FinVAE gives
+    return pd.Series(values, index=dates, name="score")
+
+
+def _scatter_dates(ax) -> pd.DatetimeIndex:
+    """The x positions of the points of an axis' scatter plots, as dates."""
+    xs = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections if len(c.get_offsets())])
+    return pd.DatetimeIndex(matplotlib.dates.num2date(xs)).tz_localize(None).normalize()
+
+
+def test_equal_weight_index_averages_simple_returns_and_skips_missing(dates):
+    log = pd.DataFrame({"A": np.log([1.10, 1.0]), "B": [np.log(0.90), np.nan]}, index=dates[:2])
+    before = log.copy()
+    index = equal_weight_index(log)
+    # Day 1: (10 % - 10 %) / 2 = 0; day 2: only A, with 0 %.
+    np.testing.assert_allclose(index.to_numpy(), [1.0, 1.0])
+    pd.testing.assert_frame_equal(log, before)
+
+
+def test_plot_scores_marks_exactly_the_flagged_dates_on_both_panels(scores, dates):
+    threshold = pd.Series(np.where(np.arange(len(dates)) < 150, 4.0, 5.0), index=dates)
+    flags = scores > threshold
+    index = pd.Series(np.linspace(100, 120, len(dates)), index=dates)
+    before = scores.copy()
+
+    fig = plot_scores(scores, threshold, flags, index)
+
+    top, bottom = fig.axes
+    assert "threshold" in top.get_title() and "flag" in top.get_title()
+    expected = pd.DatetimeIndex(dates[flags.to_numpy()])
+    assert 0 < len(expected) < len(dates)
+    for ax in (top, bottom):
+        assert _scatter_dates(ax).sort_values().equals(expected)
+    # The threshold is drawn as given: a step from 4 to 5.
+    (step,) = [line for line in bottom.get_lines() if line.get_label() == "threshold"]
+    assert set(np.round(step.get_ydata(), 6)) == {4.0, 5.0}
+    assert top.get_lines()[0].get_ydata()[0] == pytest.approx(1.0)  # the index is rebased to 1
+    pd.testing.assert_series_equal(scores, before)
+
+
+def test_plot_scores_with_a_scalar_threshold_derives_the_flags(scores):
+    fig = plot_scores(scores, 4.0)
+
+    (ax,) = fig.axes  # no index: the score panel only
+    assert _scatter_dates(ax).sort_values().equals(pd.DatetimeIndex(scores.index[scores.to_numpy() > 4.0]))
+    assert any("4.00" in text.get_text() for text in ax.get_legend().get_texts())
+
+
+def test_plot_scores_turns_prices_into_the_equal_weight_index(scores, dates):
+    prices = pd.DataFrame({"A": np.linspace(10, 20, len(dates)), "B": np.full(len(dates), 5.0)}, index=dates)
+    fig = plot_scores(scores, 4.0, prices_or_index=prices)
+    level = fig.axes[0].get_lines()[0].get_ydata()
+    # Half in A (doubles, rebalanced daily), half in a flat B: ends between 1 and 2.
+    assert level[0] == pytest.approx(1.0) and 1.3 < level[-1] < 1.6
+
+
+def test_plot_scores_rejects_what_is_not_a_series(scores):
+    with pytest.raises(DataError, match="scores must be a pandas Series"):
+        plot_scores(scores.to_numpy(), 4.0)
+    with pytest.raises(DataError, match="threshold must be a number or a Series"):
+        plot_scores(scores, "high")
+
+
+def test_plot_factors_has_one_panel_per_factor_and_skips_the_first_window(dates):
+    factors = pd.DataFrame(np.random.default_rng(1).normal(size=(len(dates), 3)), index=dates,
+                           columns=["factor_0", "factor_1", "factor_2"])
+    factors.iloc[:19] = np.nan
+    fig = plot_factors(factors)
+
+    assert [ax.get_ylabel() for ax in fig.axes] == ["factor_0", "factor_1", "factor_2"]
+    assert "factors" in fig.axes[0].get_title()
+    daily = fig.axes[1].get_lines()[0]
+    np.testing.assert_allclose(daily.get_ydata(), factors["factor_1"].iloc[19:].to_numpy())
+
+
+def test_plot_factors_refuses_all_missing(dates):
+    with pytest.raises(DataError, match="nothing to plot"):
+        plot_factors(pd.DataFrame(np.nan, index=dates, columns=["factor_0"]))
+
+
+def test_plot_asset_contributions_shows_the_top_days_in_order_with_shares_summing_to_one(scores, dates):
+    rng = np.random.default_rng(2)
+    raw = rng.random((len(dates), 12))
+    shares = pd.DataFrame(raw / raw.sum(axis=1, keepdims=True), index=dates, columns=[f"S{i}" for i in range(12)])
+
+    fig = plot_asset_contributions(shares, scores, top=10, n_assets=8)
+
+    (ax,) = fig.axes
+    assert ax.get_title() == "Per-asset contributions on the 10 most anomalous days"
+    top_days = scores.sort_values(ascending=False).index[:10]
+    ticks = sorted(zip(ax.get_yticks(), [t.get_text() for t in ax.get_yticklabels()], strict=True), reverse=True)
+    # From the top bar down: the days by decreasing score, each labelled with its score.
+    assert [label[:10] for _, label in ticks] == [f"{d:%Y-%m-%d}" for d in top_days]
+    assert ticks[0][1].endswith(f"score {scores[top_days[0]]:.1f}")
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(legend) == 9 and legend[-1] == "other"  # 8 assets in colour, 4 pooled
+    totals = {}
+    for patch in ax.patches:
+        y = round(patch.get_y() + patch.get_height() / 2, 6)
+        totals[y] = totals.get(y, 0.0) + patch.get_width()
+    assert len(totals) == 10
+    np.testing.assert_allclose(list(totals.values()), 1.0)
+
+
+def test_plot_asset_contributions_needs_dates_in_common(scores, dates):
+    shares = pd.DataFrame({"A": 1.0}, index=pd.bdate_range("2010-01-01", periods=5))
+    with pytest.raises(DataError, match="no dates with values in common"):
+        plot_asset_contributions(shares, scores)
