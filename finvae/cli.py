@@ -4,6 +4,8 @@
 
     finvae data sample --out prices.csv
     finvae data download AAPL MSFT --start 2015-01-01 --out prices.csv
+    finvae run                                   # the main job on the bundled sample
+    finvae run --tickers AAPL MSFT JPM XOM --out my-run
 
 Each command group has an ``_add_<group>_parser(subparsers)`` function that
 declares its arguments and sets ``func`` to a ``_cmd_<name>(args) -> int``
@@ -94,6 +96,58 @@ def _cmd_data_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- finvae run
+
+
+def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
+    run = subparsers.add_parser(
+        "run", help="the main job: walk-forward FinVAE, risk factors, anomaly-flag backtest, figures",
+        description="Walk FinVAE forward (refits on past returns only), write its factors, scores, flags and "
+                    "the assets' exposures, backtest de-risking an equal-weight portfolio on the flags beside "
+                    "buy & hold and a volatility target, draw the figures, and print the summary table. "
+                    "With no data option it runs on the bundled S&P 500 sample (20 stocks, 1990-2022).")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--tickers", nargs="+", metavar="TICKER",
+                        help="download these Yahoo Finance symbols (cached) instead of the sample")
+    source.add_argument("--prices-csv", metavar="PATH", help="CSV (or parquet) of prices, one column per asset")
+    run.add_argument("--start", default="2000-01-01",
+                     help="first scored and backtested date; training uses the days before (default: 2000-01-01)")
+    run.add_argument("--end", help="last date used, YYYY-MM-DD (default: the last available)")
+    run.add_argument("--window", type=int, default=20, help="days per FinVAE window (default: 20)")
+    run.add_argument("--latent-dim", type=int, default=3, help="number of latent factors (default: 3)")
+    run.add_argument("--epochs", type=int, default=60, help="most training epochs per fit (default: 60)")
+    run.add_argument("--refit-every", type=int, default=126,
+                     help="trading days between refits (default: 126, twice a year)")
+    run.add_argument("--n-jobs", type=int, default=2, help="refits run in parallel (default: 2)")
+    run.add_argument("--seed", type=int, default=0, help="random seed of every fit (default: 0)")
+    run.add_argument("--out", default="finvae-output", help="output folder (default: finvae-output)")
+    run.add_argument("--no-figures", action="store_true", help="write the CSV files only")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
+    run.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from finvae._main_job import format_summary, run_main_job
+    from finvae.datasets import download_prices, load_returns, load_sp500_sample, prices_to_returns
+
+    if args.tickers:
+        # Training needs the history before --start: download everything up to --end.
+        returns = prices_to_returns(download_prices(args.tickers, None, args.end, progress=not args.quiet))
+    elif args.prices_csv:
+        returns = load_returns(args.prices_csv, assume="prices")
+    else:
+        returns = prices_to_returns(load_sp500_sample())
+    if args.end is not None:
+        returns = returns.loc[: pd.Timestamp(args.end)]
+    result = run_main_job(returns, out_dir=args.out, start=args.start, window=args.window,
+                          latent_dim=args.latent_dim, epochs=args.epochs, refit_every=args.refit_every,
+                          n_jobs=args.n_jobs, random_state=args.seed, figures=not args.no_figures,
+                          verbose=0 if args.quiet else 1)
+    print(format_summary(result.summary))
+    print(f"\nFiles in {args.out}/: {', '.join(path.name for path in result.files)} ({result.seconds:.0f} s)")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -104,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"finvae {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_data_parser(subparsers)
+    _add_run_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,295 @@
+"""The main job: walk-forward FinVAE on a panel of returns, risk factors, an anomaly-flag backtest, figures.
+
+``finvae run`` and ``examples/sp500_anomaly_backtest.py`` both call
+:func:`run_main_job`; this module holds the one implementation.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from finvae._exceptions import DataError
+from finvae.backtest import OverlayResult, _returns_frame, anomaly_overlay, walk_forward
+from finvae.estimator import FinVAE
+from finvae.factors import exposures
+
+__all__ = ["MainJobResult", "MarketShockVAE", "format_summary", "run_main_job"]
+
+#: The overlay's settings, and why:
+#: - ``signal="market"``: the overlay cuts exposure to the whole portfolio, so it acts on the part of
+#:   FinVAE's score that measures market-wide shocks (the KL surprise of the day's factors), not on a
+#:   single stock's jump or a broken cross-section, which a diversified portfolio barely feels;
+#: - ``hold=5``: a flag marks one surprising day; a trading week covers the days right after it,
+#:   when volatility clusters, without sitting out the following month;
+#: - ``exposure_when_flagged=0.0``: the simplest reading of "de-risk", all cash;
+#: - the threshold flags 1 % of training days (FinVAE's default ``contamination``).
+#: docs/main_job.md reports the other settings tried, and how they did.
+SIGNALS = ("market", "score")
+DEFAULT_SIGNAL = "market"
+DEFAULT_HOLD = 5
+DEFAULT_EXPOSURE_WHEN_FLAGGED = 0.0
+DEFAULT_COST_BPS = 5.0
+
+FIGURES = {
+    "scores": "scores.png",
+    "factors": "factors.png",
+    "equity": "equity_drawdowns.png",
+    "contributions": "asset_contributions.png",
+}
+
+
+class MarketShockVAE(FinVAE):
+    """FinVAE whose ``score`` is the market-wide part of its anomaly score only.
+
+    ``score`` returns the ``"kl"`` column of :meth:`FinVAE.score_parts`: how
+    surprising the day's latent factors are under the training distribution,
+    in nats (large on market-wide shocks). Everything else is FinVAE's; the
+    walk-forward sets the threshold from the training scores of this part.
+    """
+
+    def score(self, X, y=None):
+        parts = self.score_parts(X)
+        if isinstance(parts, pd.DataFrame):
+            return parts["kl"].rename("score")
+        return parts[:, 0]
+
+
+@dataclass(frozen=True)
+class MainJobResult:
+    """What :func:`run_main_job` computed and where it wrote it.
+
+    Attributes
+    ----------
+    walk_forward : DataFrame
+        Out-of-sample ``score``, ``flag``, ``threshold`` and ``refit_date`` per
+        scored date (:func:`finvae.backtest.walk_forward`).
+    factors : DataFrame
+        Latent factors per date from the reference model (fitted on the
+        returns before the first scored date only).
+    exposures : DataFrame
+        Each asset's betas to the factors and R², over the scored dates.
+    overlay : OverlayResult
+        The backtest of de-risking on the flags, with its two baselines.
+    summary : DataFrame
+        ``overlay.summary()``: one row per measure, one column per strategy.
+    model : FinVAE
+        The reference model.
+    files : list of Path
+        Files written, in ``out_dir``.
+    seconds : float
+        Wall-clock time of the job.
+    """
+
+    walk_forward: pd.DataFrame
+    factors: pd.DataFrame
+    exposures: pd.DataFrame
+    overlay: OverlayResult
+    summary: pd.DataFrame
+    model: FinVAE
+    files: list[Path] = field(default_factory=list)
+    seconds: float = float("nan")
+
+
+def run_main_job(
+    returns: pd.DataFrame,
+    *,
+    out_dir: str | Path = "finvae-output",
+    start="2000-01-01",
+    window: int = 20,
+    latent_dim: int = 3,
+    epochs: int = 60,
+    refit_every: int = 126,
+    min_train: int = 756,
+    n_jobs: int | None = 2,
+    random_state: int | None = 0,
+    signal: str = DEFAULT_SIGNAL,
+    hold: int = DEFAULT_HOLD,
+    exposure_when_flagged: float = DEFAULT_EXPOSURE_WHEN_FLAGGED,
+    cost_bps: float = DEFAULT_COST_BPS,
+    figures: bool = True,
+    verbose: int = 1,
+) -> MainJobResult:
+    """Walk FinVAE forward, read its factors, backtest its flags, and write tables and figures.
+
+    1. **Reference model**: a :class:`~finvae.FinVAE` fitted on the returns
+       before the first scored date only. Its latent means are the risk
+       factors (``factors.csv``): one model, so one set of axes over the whole
+       period, and out of sample from the first scored date on. Each asset's
+       exposures to them are estimated over the scored dates
+       (``exposures.csv``, :func:`finvae.factors.exposures`).
+    2. **Walk-forward**: a fresh FinVAE refitted every ``refit_every`` days on
+       all returns before its block (expanding window) scores the block out of
+       sample (``scores.csv``, ``flags.csv``,
+       :func:`finvae.backtest.walk_forward`).
+    3. **Backtest**: the equal-weight portfolio, de-risked to
+       ``exposure_when_flagged`` for ``hold`` days after each flag (a flag at
+       the close of day t acts from t + 1), after ``cost_bps`` costs, beside
+       buy and hold and a volatility target at the same average exposure
+       (``summary.csv``, ``backtest.csv``,
+       :func:`finvae.backtest.anomaly_overlay`).
+    4. **Figures** (PNG): the score with its threshold and flags over the
+       equal-weight index; the factors; equity curves and drawdowns; per-asset
+       contributions on the ten most anomalous scored days (shares of the
+       reference model's residual, :meth:`finvae.FinVAE.score_assets`).
+
+    Parameters
+    ----------
+    returns : DataFrame of shape (n_dates, n_assets)
+        Daily log returns, sorted unique dates as index, NaN where missing
+        (e.g. ``prices_to_returns(load_sp500_sample())``). Never modified.
+    out_dir : str or Path, default="finvae-output"
+        Folder for the files; created if missing, files in it overwritten.
+    start : date-like, default="2000-01-01"
+        First scored date (and first backtest date). Scoring starts no earlier
+        than ``min_train`` rows into ``returns``.
+    window, latent_dim, epochs : int
+        FinVAE's window length, number of factors, and most training epochs.
+    refit_every : int, default=126
+        Trading days between refits (126: twice a year, which keeps the
+        default run on the sample within a few minutes on two cores; 63,
+        quarterly, doubles the time).
+    min_train : int, default=756
+        Fewest training rows for the first fit (three years).
+    n_jobs : int or None, default=2
+        Refits run in parallel (FinVAE trains on one thread each).
+    random_state : int or None, default=0
+        Seed of every FinVAE fit.
+    signal : {"market", "score"}, default="market"
+        What the walk-forward flags on: ``"market"``, the market-wide part of
+        the score (:class:`MarketShockVAE`; the overlay trades the whole
+        portfolio, so it reacts to market-wide shocks), or ``"score"``,
+        FinVAE's full score (single-stock jumps included). Either way a date is
+        flagged when its value exceeds the 99th percentile of the training
+        dates' values (``contamination=0.01``).
+    hold, exposure_when_flagged, cost_bps
+        Overlay settings (see :func:`finvae.backtest.anomaly_overlay`).
+    figures : bool, default=True
+        Draw and save the PNG figures.
+    verbose : int, default=1
+        0: silent; 1: status lines on stderr and a progress bar over refits.
+
+    Returns
+    -------
+    MainJobResult
+
+    Raises
+    ------
+    DataError
+        Returns that are not a valid panel, or too short to train before ``start``.
+    """
+    if signal not in SIGNALS:
+        raise ValueError(f"signal must be one of {SIGNALS}; got {signal!r}.")
+    began = time.perf_counter()
+    returns = _returns_frame(returns)
+    if not isinstance(returns.index, pd.DatetimeIndex):
+        raise DataError("returns must be indexed by date (a DatetimeIndex); e.g. load it with load_returns.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def say(message: str) -> None:
+        if verbose:
+            print(f"[{time.perf_counter() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    first = max(int(min_train), int(returns.index.searchsorted(pd.Timestamp(start), side="left")))
+    if first >= len(returns):
+        raise DataError(
+            f"Nothing to score: returns has {len(returns)} dates ({returns.index[0].date()} to "
+            f"{returns.index[-1].date()}), and scoring starts at row {first} (start={start}, min_train={min_train}). "
+            "Pass an earlier --start or a longer history."
+        )
+    train, scored = returns.iloc[:first], returns.index[first:]
+    say(f"{returns.shape[1]} assets, {len(returns):,} days; training before {scored[0].date()} "
+        f"({len(train):,} days), scoring {scored[0].date()} to {scored[-1].date()} ({len(scored):,} days).")
+
+    params = dict(window=window, latent_dim=latent_dim, epochs=epochs, random_state=random_state, verbose=0)
+    estimator = MarketShockVAE(**params) if signal == "market" else FinVAE(**params)
+    say("Fitting the reference model (factors and per-asset contributions)...")
+    model = FinVAE(**params).fit(train)
+    factors = model.transform(returns)
+    shares = model.score_assets(returns)
+    betas = exposures(returns.loc[scored], factors.loc[scored])
+
+    n_refits = -(-len(scored) // refit_every)
+    say(f"Walk-forward: {n_refits} refits, every {refit_every} days, expanding window, n_jobs={n_jobs}, "
+        f"flagging on the {'market-wide part of the score' if signal == 'market' else 'full score'}...")
+    wf = walk_forward(estimator, returns, refit_every=refit_every, min_train=min_train, start=scored[0],
+                      contamination=estimator.contamination, n_jobs=n_jobs, verbose=verbose)
+    say(f"{int(wf['flag'].sum())} flagged days of {len(wf):,} ({wf['flag'].mean():.1%}). Backtesting the overlay...")
+    overlay = anomaly_overlay(returns, wf["flag"], hold=hold, exposure_when_flagged=exposure_when_flagged,
+                              cost_bps=cost_bps)
+    summary = overlay.summary()
+
+    files = [
+        _write(factors, out / "factors.csv"),
+        _write(wf[["score", "threshold", "refit_date"]], out / "scores.csv"),
+        _write(pd.DataFrame({"flag": wf["flag"], "exposure": overlay.positions}), out / "flags.csv"),
+        _write(betas, out / "exposures.csv", index_label="asset"),
+        _write(summary, out / "summary.csv", index_label="measure"),
+        _write(pd.DataFrame({"overlay": overlay.returns, "buy_and_hold": overlay.benchmark,
+                             "vol_target": overlay.vol_target}), out / "backtest.csv"),
+    ]
+    if figures:
+        say("Drawing figures...")
+        files += _draw(out, returns, wf, factors.loc[scored], shares.loc[scored], overlay, signal)
+    seconds = time.perf_counter() - began
+    say(f"Done. Wrote {len(files)} files to {out}/.")
+    return MainJobResult(walk_forward=wf, factors=factors, exposures=betas, overlay=overlay, summary=summary,
+                         model=model, files=files, seconds=seconds)
+
+
+def _write(frame: pd.DataFrame, path: Path, index_label: str = "Date") -> Path:
+    frame.to_csv(path, index_label=index_label)
+    return path
+
+
+def _draw(out: Path, returns: pd.DataFrame, wf: pd.DataFrame, factors: pd.DataFrame, shares: pd.DataFrame,
+          overlay: OverlayResult, signal: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no window, works without a display
+    import matplotlib.pyplot as plt
+
+    from finvae.plotting import equal_weight_index, plot_asset_contributions, plot_factors, plot_scores
+
+    index = equal_weight_index(returns.loc[wf.index])
+    what = "market-shock score (KL part)" if signal == "market" else "anomaly score"
+    drawn = {
+        "scores": plot_scores(wf["score"], wf["threshold"], wf["flag"], index,
+                              title=f"Walk-forward FinVAE {what}, out of sample: threshold and flagged dates, "
+                                    "over the equal-weight index",
+                              score_label=what),
+        "factors": plot_factors(factors, title="FinVAE latent factors (reference model fitted before "
+                                               f"{factors.index[0].date()}; out of sample)"),
+        "equity": overlay.plot(),
+        "contributions": plot_asset_contributions(
+            shares, wf["score"], top=10,
+            title=f"Per-asset contributions (shares of the residual) on the 10 days with the highest {what}"),
+    }
+    paths = []
+    for name, fig in drawn.items():
+        path = out / FIGURES[name]
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """The summary table as text: percentages for returns, drawdowns and shares, two decimals for ratios."""
+    percent = {"annual return", "volatility", "max drawdown", "days de-risked", "average exposure"}
+    rows = {
+        measure: [f"{v:.1%}" if measure in percent else f"{v:.2f}" for v in values]
+        for measure, values in summary.iterrows()
+    }
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=summary.columns)
+    header = ""
+    if {"start", "end", "cost_bps"} <= summary.attrs.keys():
+        a = summary.attrs
+        header = f"Backtest {a['start'].date()} to {a['end'].date()}, after costs of {a['cost_bps']:g} bps:\n"
+    return header + table.to_string()
+

@@ -1,0 +1,161 @@
+"""The main job (``run_main_job``) and ``finvae run``, on a tiny slice of the sample with few epochs."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd
+import pytest
+
+import finvae._main_job as main_job
+import finvae.datasets as datasets
+from finvae import DataError
+from finvae._main_job import MarketShockVAE, format_summary, run_main_job
+from finvae.cli import build_parser, main
+from finvae.datasets import load_sp500_sample, prices_to_returns
+
+ASSETS = ["AAPL", "JPM", "XOM", "KO", "MSFT"]
+TINY = dict(start="2000-01-01", epochs=2, refit_every=300, n_jobs=1, verbose=0)
+CSV_FILES = ["factors.csv", "scores.csv", "flags.csv", "exposures.csv", "summary.csv", "backtest.csv"]
+PNG_FILES = ["scores.png", "factors.png", "equity_drawdowns.png", "asset_contributions.png"]
+
+
+@pytest.fixture(scope="module")
+def prices() -> pd.DataFrame:
+    return load_sp500_sample().loc["1996":"2001", ASSETS]
+
+
+@pytest.fixture(scope="module")
+def returns(prices) -> pd.DataFrame:
+    return prices_to_returns(prices)
+
+
+@pytest.fixture(scope="module")
+def job(returns, tmp_path_factory):
+    out = tmp_path_factory.mktemp("job")
+    before = returns.copy()
+    result = run_main_job(returns, out_dir=out, random_state=0, **TINY)
+    pd.testing.assert_frame_equal(returns, before)  # the caller's returns are left as they were
+    return result, out
+
+
+def test_writes_every_table_and_figure(job):
+    result, out = job
+    assert sorted(p.name for p in result.files) == sorted(CSV_FILES + PNG_FILES)
+    for name in CSV_FILES + PNG_FILES:
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tables_are_aligned_to_the_dates(job, returns):
+    result, out = job
+    scored = returns.loc["2000-01-01":].index
+
+    def read(name):
+        return pd.read_csv(out / name, index_col="Date", parse_dates=True)
+
+    scores, flags, backtest, factors = read("scores.csv"), read("flags.csv"), read("backtest.csv"), read("factors.csv")
+    for table in (scores, flags, backtest):
+        assert table.index.equals(pd.DatetimeIndex(scored, name="Date"))
+    assert factors.index.equals(returns.index) and list(factors.columns) == ["factor_0", "factor_1", "factor_2"]
+    assert factors.iloc[:19].isna().all().all() and factors.iloc[19:].notna().all().all()  # NaN: first window only
+    assert list(scores.columns) == ["score", "threshold", "refit_date"]
+    assert flags["flag"].dtype == bool
+    # The flags are the walk-forward's, and the exposure drops the day after a flag.
+    pd.testing.assert_series_equal(flags["flag"], result.walk_forward["flag"], check_names=False,
+                                   check_index_type=False, check_freq=False)
+    first = flags.index.get_loc(flags.index[flags["flag"]][0])
+    assert flags["exposure"].iloc[first] == 1.0 and flags["exposure"].iloc[first + 1] == 0.0
+
+    betas = pd.read_csv(out / "exposures.csv", index_col="asset")
+    assert list(betas.index) == ASSETS and list(betas.columns) == ["factor_0", "factor_1", "factor_2", "r2"]
+    summary = pd.read_csv(out / "summary.csv", index_col="measure")
+    assert list(summary.columns) == ["overlay", "buy & hold", "vol target"]
+    assert summary.loc["max drawdown"].le(0).all() and summary.loc["average exposure", "buy & hold"] == 1.0
+
+
+def test_factors_come_from_a_model_trained_before_the_backtest(job, returns):
+    result, _ = job
+    # The reference model saw only the days before the first scored date.
+    assert result.model.n_features_in_ == len(ASSETS)
+    first_scored = result.walk_forward.index[0]
+    assert result.walk_forward["refit_date"].iloc[0] < first_scored
+    refit = result.model.__class__(**result.model.get_params()).fit(returns.loc[: first_scored].iloc[:-1])
+    pd.testing.assert_frame_equal(refit.transform(returns), result.factors)
+
+
+def test_market_signal_flags_on_the_kl_part(returns):
+    model = MarketShockVAE(epochs=2, random_state=0, verbose=0).fit(returns.loc[:"1999"])
+    pd.testing.assert_series_equal(model.score(returns), model.score_parts(returns)["kl"].rename("score"))
+
+
+def test_errors_name_the_problem(returns, tmp_path):
+    with pytest.raises(DataError, match="Nothing to score"):
+        run_main_job(returns, out_dir=tmp_path, **{**TINY, "start": "2030-01-01"})
+    with pytest.raises(ValueError, match="signal must be one of"):
+        run_main_job(returns, out_dir=tmp_path, signal="vol", **TINY)
+
+
+def test_format_summary_prints_percentages_and_the_period(job):
+    result, _ = job
+    text = format_summary(result.summary)
+    assert text.startswith("Backtest 2000-01-03 to 2001-12-31, after costs of 5 bps:")
+    assert "max drawdown" in text and "%" in text and "Sharpe" in text
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_run_without_arguments_uses_the_bundled_sample_and_the_documented_defaults(monkeypatch, capsys):
+    seen = {}
+
+    def fake_job(returns, **kwargs):  # the real job on the whole sample takes minutes
+        seen.update(kwargs, shape=returns.shape, first=returns.index[0])
+        raise DataError("stop here")
+
+    monkeypatch.setattr(main_job, "run_main_job", fake_job)
+    assert main(["run"]) == 2
+    assert seen["shape"] == (8312, 20) and seen["first"] == pd.Timestamp("1990-01-03")
+    assert seen["out_dir"] == "finvae-output" and seen["start"] == "2000-01-01"
+    assert (seen["window"], seen["latent_dim"], seen["refit_every"], seen["n_jobs"]) == (20, 3, 126, 2)
+    assert "finvae: error: stop here" in capsys.readouterr().err
+
+
+def test_run_on_a_prices_csv_exits_0_and_prints_the_summary(prices, tmp_path, capsys):
+    path = tmp_path / "prices.csv"
+    prices.to_csv(path)
+    out = tmp_path / "out"
+    status = main(["run", "--prices-csv", str(path), "--end", "2001-06-29", "--epochs", "2", "--refit-every", "300",
+                   "--n-jobs", "1", "--seed", "1", "--latent-dim", "2", "--out", str(out), "--no-figures", "--quiet"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "Backtest 2000-01-03 to 2001-06-29" in printed
+    for row in ("annual return", "Sharpe", "max drawdown", "days de-risked"):
+        assert row in printed
+    assert "overlay" in printed and "buy & hold" in printed and "vol target" in printed
+    assert sorted(p.name for p in out.iterdir()) == sorted(CSV_FILES)
+    assert list(pd.read_csv(out / "factors.csv", index_col="Date").columns) == ["factor_0", "factor_1"]
+
+
+def test_run_with_tickers_downloads_through_the_cache(monkeypatch, prices, tmp_path, capsys):
+    calls = []
+
+    def fake_download(tickers, start=None, end=None, **kwargs):
+        calls.append((list(tickers), start, end))
+        return prices[list(tickers)]
+
+    monkeypatch.setattr(datasets, "download_prices", fake_download)
+    monkeypatch.setattr(main_job, "run_main_job", lambda returns, **kw: (_ for _ in ()).throw(DataError(
+        f"got {list(returns.columns)} to {returns.index[-1].date()}")))
+    assert main(["run", "--tickers", "AAPL", "KO", "--end", "2001-01-31", "--out", str(tmp_path)]) == 2
+    # Downloaded from the first price available (training needs the years before --start) up to --end.
+    assert calls == [(["AAPL", "KO"], None, "2001-01-31")]
+    assert "got ['AAPL', 'KO'] to 2001-01-31" in capsys.readouterr().err
+
+
+def test_run_refuses_two_data_sources():
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["run", "--tickers", "AAPL", "--prices-csv", "p.csv"])
+    assert exit_info.value.code == 2
