@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from finvae._exceptions import DataError
 from finvae.backtest import OverlayResult, _returns_frame, anomaly_overlay, walk_forward
-from finvae.estimator import FinVAE
+from finvae.estimator import SCORE_PARTS, FinVAE
 from finvae.factors import exposures
 
 __all__ = ["MainJobResult", "MarketShockVAE", "format_summary", "run_main_job"]
@@ -44,19 +45,26 @@ FIGURES = {
 
 
 class MarketShockVAE(FinVAE):
-    """FinVAE whose ``score`` is the market-wide part of its anomaly score only.
+    """FinVAE whose score is the market-wide part of its anomaly score only.
 
-    ``score`` returns the ``"kl"`` column of :meth:`FinVAE.score_parts`: how
-    surprising the day's latent factors are under the training distribution,
-    in nats (large on market-wide shocks). Everything else is FinVAE's; the
-    walk-forward sets the threshold from the training scores of this part.
+    :meth:`score` returns the ``"kl"`` column of :meth:`FinVAE.score_parts`:
+    how surprising the day's latent factors are under the training
+    distribution, in nats (large on market-wide shocks). ``threshold_`` (and
+    so :meth:`predict`) is the ``1 - contamination`` quantile of this score on
+    the training dates. Everything else is FinVAE's.
     """
+
+    def fit(self, X, y=None) -> MarketShockVAE:
+        super().fit(X)
+        train = np.asarray(self.score(X), dtype=np.float64)
+        self.threshold_ = float(np.quantile(train[np.isfinite(train)], 1.0 - self.contamination))
+        return self
 
     def score(self, X, y=None):
         parts = self.score_parts(X)
         if isinstance(parts, pd.DataFrame):
             return parts["kl"].rename("score")
-        return parts[:, 0]
+        return parts[:, SCORE_PARTS.index("kl")]
 
 
 @dataclass(frozen=True)
@@ -218,7 +226,7 @@ def run_main_job(
     say(f"Walk-forward: {n_refits} refits, every {refit_every} days, expanding window, n_jobs={n_jobs}, "
         f"flagging on the {'market-wide part of the score' if signal == 'market' else 'full score'}...")
     wf = walk_forward(estimator, returns, refit_every=refit_every, min_train=min_train, start=scored[0],
-                      contamination=estimator.contamination, n_jobs=n_jobs, verbose=verbose)
+                      n_jobs=n_jobs, verbose=verbose)
     say(f"{int(wf['flag'].sum())} flagged days of {len(wf):,} ({wf['flag'].mean():.1%}). Backtesting the overlay...")
     overlay = anomaly_overlay(returns, wf["flag"], hold=hold, exposure_when_flagged=exposure_when_flagged,
                               cost_bps=cost_bps)

@@ -87,8 +87,11 @@ def test_factors_come_from_a_model_trained_before_the_backtest(job, returns):
 
 
 def test_market_signal_flags_on_the_kl_part(returns):
-    model = MarketShockVAE(epochs=2, random_state=0, verbose=0).fit(returns.loc[:"1999"])
+    train = returns.loc[:"1999"]
+    model = MarketShockVAE(epochs=2, contamination=0.02, random_state=0, verbose=0).fit(train)
     pd.testing.assert_series_equal(model.score(returns), model.score_parts(returns)["kl"].rename("score"))
+    # The threshold flags the share `contamination` of the training dates on this score.
+    assert model.predict(train).sum() / model.score(train).notna().sum() == pytest.approx(0.02, abs=0.002)
 
 
 def test_errors_name_the_problem(returns, tmp_path):
