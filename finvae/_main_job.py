@@ -22,16 +22,16 @@ from finvae.factors import exposures
 __all__ = ["MainJobResult", "MarketShockVAE", "format_summary", "run_main_job"]
 
 #: The overlay's settings, and why:
-#: - ``signal="market"``: the overlay cuts exposure to the whole portfolio, so it acts on the part of
-#:   FinVAE's score that measures market-wide shocks (the KL surprise of the day's factors), not on a
-#:   single stock's jump or a broken cross-section, which a diversified portfolio barely feels;
+#: - ``signal="score"``: FinVAE's own score and threshold, the flags a user gets from ``predict``.
+#:   ``"market"`` (the KL part only, since the overlay trades the whole portfolio) did no better on
+#:   the sample (docs/main_job.md);
 #: - ``hold=5``: a flag marks one surprising day; a trading week covers the days right after it,
 #:   when volatility clusters, without sitting out the following month;
 #: - ``exposure_when_flagged=0.0``: the simplest reading of "de-risk", all cash;
 #: - the threshold flags 1 % of training days (FinVAE's default ``contamination``).
 #: docs/main_job.md reports the other settings tried, and how they did.
 SIGNALS = ("market", "score")
-DEFAULT_SIGNAL = "market"
+DEFAULT_SIGNAL = "score"
 DEFAULT_HOLD = 5
 DEFAULT_EXPOSURE_WHEN_FLAGGED = 0.0
 DEFAULT_COST_BPS = 5.0
@@ -167,13 +167,12 @@ def run_main_job(
         Refits run in parallel (FinVAE trains on one thread each).
     random_state : int or None, default=0
         Seed of every FinVAE fit.
-    signal : {"market", "score"}, default="market"
-        What the walk-forward flags on: ``"market"``, the market-wide part of
-        the score (:class:`MarketShockVAE`; the overlay trades the whole
-        portfolio, so it reacts to market-wide shocks), or ``"score"``,
-        FinVAE's full score (single-stock jumps included). Either way a date is
-        flagged when its value exceeds the 99th percentile of the training
-        dates' values (``contamination=0.01``).
+    signal : {"score", "market"}, default="score"
+        What the walk-forward flags on: ``"score"``, FinVAE's anomaly score
+        (:meth:`FinVAE.predict`'s flags), or ``"market"``, its market-wide
+        part only (:class:`MarketShockVAE`), which ignores single-stock jumps.
+        Either way a date is flagged when its value exceeds the 99th
+        percentile of the training dates' values (``contamination=0.01``).
     hold, exposure_when_flagged, cost_bps
         Overlay settings (see :func:`finvae.backtest.anomaly_overlay`).
     figures : bool, default=True

@@ -123,6 +123,7 @@ def test_run_without_arguments_uses_the_bundled_sample_and_the_documented_defaul
     assert seen["shape"] == (8312, 20) and seen["first"] == pd.Timestamp("1990-01-03")
     assert seen["out_dir"] == "finvae-output" and seen["start"] == "2000-01-01"
     assert (seen["window"], seen["latent_dim"], seen["refit_every"], seen["n_jobs"]) == (20, 3, 126, 2)
+    assert seen["signal"] == "score" and seen["random_state"] == 0
     assert "finvae: error: stop here" in capsys.readouterr().err
 
 
@@ -131,7 +132,8 @@ def test_run_on_a_prices_csv_exits_0_and_prints_the_summary(prices, tmp_path, ca
     prices.to_csv(path)
     out = tmp_path / "out"
     status = main(["run", "--prices-csv", str(path), "--end", "2001-06-29", "--epochs", "2", "--refit-every", "300",
-                   "--n-jobs", "1", "--seed", "1", "--latent-dim", "2", "--out", str(out), "--no-figures", "--quiet"])
+                   "--n-jobs", "1", "--seed", "1", "--latent-dim", "2", "--signal", "market", "--out", str(out),
+                   "--no-figures", "--quiet"])
     assert status == 0
     printed = capsys.readouterr().out
     assert "Backtest 2000-01-03 to 2001-06-29" in printed
