@@ -1,0 +1,107 @@
+"""The shared trainer on a tiny dense VAE: history, seeding, early stopping, errors, silence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import finvae.training as training
+from finvae import TrainingError
+from finvae.nn import VAE, bernoulli_nll
+from finvae.training import TensorBatches, TrainingConfig, seeded, train_vae
+
+HISTORY_COLUMNS = [
+    "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "beta", "lr", "seconds",
+]  # fmt: skip
+
+
+class _Encoder(nn.Module):
+    def __init__(self, n: int, latent: int) -> None:
+        super().__init__()
+        self.net = nn.Linear(n, 2 * latent)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.net(x).chunk(2, dim=-1)
+
+
+class TinyVAE(VAE):
+    def __init__(self, n: int = 8, latent: int = 2) -> None:
+        super().__init__()
+        self.encoder = _Encoder(n, latent)
+        self.decoder = nn.Linear(latent, n)
+
+    def reconstruction_nll(self, decoded: Tensor, x: Tensor, *extra: Tensor) -> Tensor:
+        return bernoulli_nll(decoded, x)
+
+
+def _data(n: int = 96) -> TensorBatches:
+    return TensorBatches(torch.rand(n, 8, generator=torch.Generator().manual_seed(0)))
+
+
+def _fit(seed: int = 0, **config) -> tuple[TinyVAE, object]:
+    with seeded(seed):
+        model = TinyVAE()
+    settings = dict(epochs=4, batch_size=16, seed=seed, verbose=0) | config
+    return model, train_vae(model, _data(), TrainingConfig(**settings))
+
+
+def test_seeded_runs_repeat_exactly():
+    model_a, hist_a = _fit(seed=3)
+    model_b, hist_b = _fit(seed=3)
+    cols = [c for c in HISTORY_COLUMNS if c != "seconds"]
+    assert hist_a[cols].equals(hist_b[cols])
+    for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    _, hist_c = _fit(seed=4)
+    assert not hist_a["train_loss"].equals(hist_c["train_loss"])
+
+
+def test_history_has_one_row_per_epoch_and_the_documented_columns():
+    _, hist = _fit(epochs=5, patience=None, kl_warmup=2, lr_schedule="onecycle")
+    assert list(hist.columns) == HISTORY_COLUMNS
+    assert list(hist.index) == [1, 2, 3, 4, 5] and hist.index.name == "epoch"
+    assert hist["beta"].tolist() == [0.5, 1.0, 1.0, 1.0, 1.0]
+    assert hist[["train_loss", "val_loss"]].notna().all().all()
+    assert hist.attrs["best_epoch"] == 5
+    _, no_val = _fit(validation_fraction=0.0)
+    assert no_val["val_loss"].isna().all() and len(no_val) == 4
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(monkeypatch):
+    # Script the validation losses so the best epoch is known: 3, then 2 worse epochs.
+    val_losses = iter([5.0, 4.0, 3.0, 3.5, 3.6, 3.7, 3.8])
+    snapshots = []
+
+    def fake_evaluate(model, *args, **kwargs):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(val_losses), 0.0
+
+    monkeypatch.setattr(training, "evaluate_elbo", fake_evaluate)
+    model, hist = _fit(epochs=7, patience=2)
+    assert len(hist) == 5 and hist.attrs["best_epoch"] == 3
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, snapshots[2][name])
+    assert not torch.equal(model.state_dict()["decoder.weight"], snapshots[4]["decoder.weight"])
+
+
+def test_nan_loss_raises_a_training_error_that_says_what_to_try():
+    with seeded(0):
+        model = TinyVAE()
+    x = torch.rand(32, 8)
+    x[5, 3] = float("nan")
+    with pytest.raises(TrainingError, match="NaN or infinite.*learning rate"):
+        train_vae(model, TensorBatches(x), TrainingConfig(epochs=2, batch_size=8, seed=0, verbose=0))
+
+
+def test_verbose_zero_prints_nothing(capfd):
+    _fit(verbose=0)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_training_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    _fit(seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
