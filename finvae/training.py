@@ -26,7 +26,16 @@ from tqdm.auto import tqdm
 
 from finvae._exceptions import TrainingError
 
-__all__ = ["Batches", "TensorBatches", "TrainingConfig", "resolve_device", "seeded", "torch_threads", "train_vae"]
+__all__ = [
+    "Batches",
+    "TensorBatches",
+    "TrainingConfig",
+    "resolve_device",
+    "resolve_precision",
+    "seeded",
+    "torch_threads",
+    "train_vae",
+]
 
 
 class Batches(Protocol):
@@ -86,6 +95,13 @@ class TrainingConfig:
         Learning rate schedule over the whole run.
     device : str
         "auto" (cuda, then mps, then cpu), or any torch device string.
+    precision : {"float32", "bfloat16", "auto"}
+        Arithmetic of the training forward and backward passes. "bfloat16" runs them
+        under :func:`torch.autocast` (mixed precision: weights, optimiser state and
+        the loss stay float32; matrix products and convolutions use bfloat16).
+        "auto" picks bfloat16 where the hardware computes it natively (a CUDA GPU
+        that supports it, a CPU with AVX512-BF16 or AMX) and float32 elsewhere.
+        Validation and :func:`evaluate_elbo` always run in float32.
     seed : int or None
         Seeds weight initialisation, shuffling and sampling. The same seed, data
         and machine give the same numbers. The global torch RNG is left as it was.
@@ -105,6 +121,7 @@ class TrainingConfig:
     max_grad_norm: float | None = 10.0
     lr_schedule: str = "constant"
     device: str = "auto"
+    precision: str = "float32"
     seed: int | None = None
     verbose: int = 1
 
@@ -118,6 +135,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype that ``precision`` means on ``device`` (float32: no autocast)."""
+    if precision not in ("float32", "bfloat16", "auto"):
+        raise ValueError(f"precision must be 'float32', 'bfloat16' or 'auto', got {precision!r}")
+    if precision == "auto":
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported()
+        elif device.type == "cpu":
+            native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        else:
+            native = False
+        precision = "bfloat16" if native else "float32"
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
 
 
 def split_indices(n: int, fraction: float, how: str, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -187,6 +219,7 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
     """
     cfg = config or TrainingConfig()
     device = resolve_device(cfg.device)
+    autocast_dtype = resolve_precision(cfg.precision, device)
     model.to(device)
     generator = torch.Generator()
     generator.manual_seed(cfg.seed if cfg.seed is not None else int(torch.randint(2**62, ()).item()))
@@ -220,7 +253,9 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
             kl_sum = torch.zeros((), device=device)
             for step in range(steps_per_epoch):
                 batch = _to_device(data[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]], device)
-                recon, kl = model.elbo_terms(*batch)
+                with torch.autocast(device.type, autocast_dtype, enabled=autocast_dtype != torch.float32):
+                    recon, kl = model.elbo_terms(*batch)
+                recon, kl = recon.float(), kl.float()
                 loss = (recon + beta * kl).mean()
                 if not torch.isfinite(loss):
                     raise _nonfinite_error(epoch, step + 1, cfg)

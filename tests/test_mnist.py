@@ -199,6 +199,6 @@ def test_example_runs_end_to_end(tmp_path, capsys, monkeypatch):
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"test_nelbo_nats=\d+\.\d", lines[-1])
     assert float(lines[-1].split("=")[1]) == round(nelbo, 1)
-    for name in ["latent_scatter", "manifold", "reconstructions", "interpolation", "training_curves"]:
+    for name in ["latent_scatter", "manifold", "reconstructions", "interpolation", "training_curves", "concept_vector"]:
         assert (out / f"{name}.png").stat().st_size > 5000
     assert (out / "history.csv").is_file()

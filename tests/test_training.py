@@ -105,3 +105,22 @@ def test_training_leaves_the_global_rng_alone():
     state = torch.get_rng_state()
     _fit(seed=0)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_bfloat16_mixed_precision_trains_float32_weights_close_to_float32_training():
+    model_32, hist_32 = _fit(seed=5, precision="float32")
+    model_16, hist_16 = _fit(seed=5, precision="bfloat16")
+    assert all(p.dtype == torch.float32 for p in model_16.parameters())
+    assert hist_16["train_loss"].notna().all()
+    # Same seed, coarser arithmetic: the same run to within bfloat16's ~3 significant digits.
+    assert hist_16["train_loss"].to_numpy() == pytest.approx(hist_32["train_loss"].to_numpy(), rel=0.02)
+    assert not hist_16["train_loss"].equals(hist_32["train_loss"])
+
+
+def test_precision_auto_and_bad_values():
+    cpu = torch.device("cpu")
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert training.resolve_precision("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert training.resolve_precision("float32", cpu) == torch.float32
+    with pytest.raises(ValueError, match="precision must be"):
+        _fit(precision="half")

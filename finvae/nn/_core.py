@@ -121,7 +121,9 @@ class VAE(nn.Module):
         """Per-example reconstruction NLL and KL (both in nats) of a batch.
 
         ``extra`` carries what a model's likelihood needs beside ``x`` (a mask of
-        observed values, for instance). The negative ELBO is their sum.
+        observed values, for instance). The negative ELBO is their sum. Both are
+        computed in float32, also when the networks run under mixed precision.
         """
         decoded, _, mu, log_var = self(x)
+        decoded, mu, log_var = decoded.float(), mu.float(), log_var.float()
         return self.reconstruction_nll(decoded, x, *extra), gaussian_kl(mu, log_var)
