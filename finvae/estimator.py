@@ -30,7 +30,7 @@ SCORE_PARTS = ("kl", "residual", "max_residual")
 MIN_PER_EXAMPLE = 32
 
 #: Tail calibration: the empirical distribution below this quantile, an
-#: exponential tail of log(part) above it (a Pareto tail of the part).
+#: exponential tail above it, of log(part) (a Pareto tail) or of the part itself.
 TAIL_START = 0.9
 _PROBS = np.linspace(0.0, TAIL_START, 91)
 
@@ -305,9 +305,13 @@ class FinVAE(TransformerMixin, BaseEstimator):
             self.history_ = train_vae(self.model_, data, config)
         self.model_.to("cpu")
         kl, residual, seen = self._day_statistics(scaled, observed, ends)
-        self.asset_calibration_ = [_fit_tail(np.abs(residual[seen[:, i], i])) for i in range(residual.shape[1])]
+        self.asset_calibration_ = [
+            _fit_tail(np.abs(residual[seen[:, i], i]), pareto=False) for i in range(residual.shape[1])
+        ]
         parts = self._raw_parts(kl, residual, seen)
-        self.calibration_ = {name: _fit_tail(part) for name, part in parts.items()}
+        # max_residual is already a surprise in nats (a log scale): a Pareto tail on top would
+        # squash a 20-sigma jump to little more than a 10-sigma one (the log of a log).
+        self.calibration_ = {name: _fit_tail(part, pareto=name != "max_residual") for name, part in parts.items()}
         train_scores = self._combine(parts)
         self.threshold_ = float(np.quantile(train_scores, 1.0 - self.contamination))
         return self
@@ -452,12 +456,17 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
         Each part is turned into a surprise in nats, ``-log P(part >= value)``
         under its training distribution: the empirical one up to its 90th
-        percentile, and beyond it a Pareto tail fitted to the top 10 %, so that
-        values larger than any seen in training still rank (the per-asset
-        surprises behind ``max_residual`` are calibrated the same way, and
-        their maximum over assets once more as a day-level statistic). The
-        score is the largest of the three surprises: 4.6 means "as rare as the
-        1 % most extreme training days" on the most extreme part.
+        percentile, and beyond it an exponential tail fitted to the top 10 %,
+        so that values larger than any seen in training still rank. For
+        ``kl`` and ``residual`` the tail is exponential in the log of the part
+        (a Pareto tail: these have heavy tails). Each asset's absolute
+        residual gets an exponential tail in the residual itself (a Laplace
+        tail: in units of trailing volatility, a 20-sigma jump is far more
+        surprising than a 10-sigma one, not a little more); their maximum over
+        assets, already in nats, is calibrated once more as a day-level
+        statistic with an exponential tail in its value. The score is the
+        largest of the three surprises: 4.6 means "as rare as the 1 % most
+        extreme training days" on the most extreme part.
         :meth:`score_parts` gives the three surprises.
 
         Parameters
@@ -730,21 +739,27 @@ def _seed(random_state) -> int | None:
     return int(random_state.randint(2**31 - 1))
 
 
-def _fit_tail(values: np.ndarray) -> dict[str, object]:
-    """The training distribution of a score part, kept as quantiles of its log and a tail rate."""
+def _fit_tail(values: np.ndarray, pareto: bool = True) -> dict[str, object]:
+    """The training distribution of a score part: quantiles of its log, and the rate of its tail.
+
+    The tail beyond the ``TAIL_START`` quantile is exponential in ``log(value)`` (Pareto,
+    ``pareto=True``) or in ``value`` itself; its rate is the inverse mean excess.
+    """
     if not values.size:  # an asset never observed on a scored training day: nothing is surprising
         values = np.zeros(1)
     logs = np.log(np.maximum(values, 0.0) + 1e-12)
     grid = np.quantile(logs, _PROBS)
     start = grid[-1]
-    excess = logs[logs > start] - start
-    return {"grid": grid.tolist(), "rate": float(1.0 / max(excess.mean() if excess.size else 1.0, 1e-6))}
+    excess = logs[logs > start] - start if pareto else values[logs > start] - np.exp(start)
+    rate = float(1.0 / max(excess.mean() if excess.size else 1.0, 1e-6))
+    return {"grid": grid.tolist(), "rate": rate, "pareto": pareto}
 
 
 def _tail_score(values: np.ndarray, calibration: dict) -> np.ndarray:
-    """Surprise ``-log P(part >= value)``: empirical below the tail start, Pareto beyond it."""
+    """Surprise ``-log P(part >= value)``: empirical below the tail start, the fitted tail beyond it."""
     logs = np.log(np.maximum(values, 0.0) + 1e-12)
     grid = np.asarray(calibration["grid"])
     below = -np.log1p(-np.interp(logs, grid, _PROBS))
-    beyond = -np.log1p(-TAIL_START) + calibration["rate"] * (logs - grid[-1])
+    excess = logs - grid[-1] if calibration.get("pareto", True) else values - np.exp(grid[-1])
+    beyond = -np.log1p(-TAIL_START) + calibration["rate"] * excess
     return np.where(logs > grid[-1], beyond, below)

@@ -484,3 +484,17 @@ def test_the_callers_data_are_never_modified():
     estimator = FinVAE(**FAST).fit(array)
     _outputs(estimator, array)
     np.testing.assert_array_equal(array, array_copy)
+
+
+def test_a_bigger_single_asset_jump_is_clearly_more_surprising(model, returns):
+    # Each asset's residual has an exponential (not Pareto) tail, and their maximum is
+    # calibrated in nats: doubling a jump must add nats, not a sliver of a nat.
+    jumped = returns.copy()
+    sd = returns.iloc[:220].std()
+    day_10, day_20 = jumped.index[250], jumped.index[280]
+    jumped.loc[day_10, "CCC"] += 10 * sd["CCC"]
+    jumped.loc[day_20, "CCC"] += 20 * sd["CCC"]
+    parts = model.score_parts(jumped)
+    assert parts.loc[day_10, "max_residual"] > 4.6  # rarer than 1 % of training days
+    assert parts.loc[day_20, "max_residual"] > parts.loc[day_10, "max_residual"] + 3.0
+    assert model.score(jumped).loc[[day_10, day_20]].min() > model.threshold_
