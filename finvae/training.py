@@ -145,7 +145,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda":
             native = torch.cuda.is_bf16_supported()
         elif device.type == "cpu":
-            native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+            # Private helpers of torch.cpu (torch >= 2.1): absent ones count as "no native bfloat16".
+            checks = (getattr(torch.cpu, f"_is_{isa}_supported", None) for isa in ("avx512_bf16", "amx_tile"))
+            native = any(check is not None and check() for check in checks)
         else:
             native = False
         precision = "bfloat16" if native else "float32"
