@@ -6,10 +6,11 @@ On 20 stocks from 1990 to 2022 it
 1. fits a reference FinVAE on 1990-1999 and reads its latent means as risk
    factors, with each stock's exposures to them over 2000-2022;
 2. walks FinVAE forward from 2000: every 126 trading days a fresh model is fitted
-   on all returns before the next block and scores that block out of sample;
-3. backtests an equal-weight portfolio that goes to cash for 5 days after each
-   flag, after 5 bps costs, beside buy & hold and a volatility target holding the
-   same average exposure;
+   on all returns before the next block and scores that block out of sample, on
+   the market-wide part of its score, against a slow (90-day half-life) volatility;
+3. backtests an equal-weight portfolio that halves its exposure for a quarter
+   (63 trading days) after each flag, after 5 bps costs, beside buy & hold and a
+   volatility target holding the same average exposure;
 
 then writes CSV tables and PNG figures to ``--out`` and prints the summary table.
 See ``finvae._main_job.run_main_job`` for every step and option.

@@ -120,8 +120,14 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="trading days between refits (default: 126, twice a year)")
     run.add_argument("--n-jobs", type=int, default=2, help="refits run in parallel (default: 2)")
     run.add_argument("--seed", type=int, default=0, help="random seed of every fit (default: 0)")
-    run.add_argument("--signal", choices=["score", "market"], default="score",
-                     help="flag on FinVAE's anomaly score (default) or on its market-wide part only")
+    run.add_argument("--signal", choices=["market", "score"], default="market",
+                     help="flag on the market-wide part of FinVAE's score (default) or on the whole score")
+    run.add_argument("--vol-halflife", type=float, default=90.0,
+                     help="half-life in days of the volatility the walk-forward models measure surprise against "
+                          "(default: 90)")
+    run.add_argument("--hold", type=int, default=63, help="days de-risked after each flag (default: 63)")
+    run.add_argument("--exposure-when-flagged", type=float, default=0.5,
+                     help="portfolio exposure while de-risked, 0 = all cash (default: 0.5)")
     run.add_argument("--out", default="finvae-output", help="output folder (default: finvae-output)")
     run.add_argument("--no-figures", action="store_true", help="write the CSV files only")
     run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
@@ -144,7 +150,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         returns = returns.loc[: pd.Timestamp(args.end)]
     result = run_main_job(returns, out_dir=args.out, start=args.start, window=args.window,
                           latent_dim=args.latent_dim, epochs=args.epochs, refit_every=args.refit_every,
-                          n_jobs=args.n_jobs, random_state=args.seed, signal=args.signal, figures=not args.no_figures,
+                          n_jobs=args.n_jobs, random_state=args.seed, signal=args.signal,
+                          vol_halflife=args.vol_halflife, hold=args.hold,
+                          exposure_when_flagged=args.exposure_when_flagged, figures=not args.no_figures,
                           verbose=0 if args.quiet else 1)
     print(format_summary(result.summary))
     print(f"\nFiles in {args.out}/: {', '.join(path.name for path in result.files)} ({result.seconds:.0f} s)")

@@ -67,7 +67,8 @@ def test_tables_are_aligned_to_the_dates(job, returns):
     pd.testing.assert_series_equal(flags["flag"], result.walk_forward["flag"], check_names=False,
                                    check_index_type=False, check_freq=False)
     first = flags.index.get_loc(flags.index[flags["flag"]][0])
-    assert flags["exposure"].iloc[first] == 1.0 and flags["exposure"].iloc[first + 1] == 0.0
+    assert flags["exposure"].iloc[first] == 1.0
+    assert flags["exposure"].iloc[first + 1] == main_job.DEFAULT_EXPOSURE_WHEN_FLAGGED
 
     betas = pd.read_csv(out / "exposures.csv", index_col="asset")
     assert list(betas.index) == ASSETS and list(betas.columns) == ["factor_0", "factor_1", "factor_2", "r2"]
@@ -92,6 +93,24 @@ def test_market_signal_flags_on_the_kl_part(returns):
     pd.testing.assert_series_equal(model.score(returns), model.score_parts(returns)["kl"].rename("score"))
     # The threshold flags the share `contamination` of the training dates on this score.
     assert model.predict(train).sum() / model.score(train).notna().sum() == pytest.approx(0.02, abs=0.002)
+
+
+def test_the_walk_forward_signal_model_gets_the_signal_and_its_volatility_half_life(returns, tmp_path, monkeypatch):
+    seen = []
+    real_walk_forward = main_job.walk_forward
+
+    def spy(estimator, *args, **kwargs):
+        seen.append(estimator)
+        return real_walk_forward(estimator, *args, **kwargs)
+
+    monkeypatch.setattr(main_job, "walk_forward", spy)
+    result = run_main_job(returns, out_dir=tmp_path, signal="score", vol_halflife=30, hold=3,
+                          exposure_when_flagged=0.25, figures=False, **TINY)
+    (estimator,) = seen
+    assert type(estimator) is main_job.FinVAE and estimator.vol_halflife == 30
+    assert result.model.vol_halflife == 20  # the reference model (factors) keeps FinVAE's default
+    # De-risked days sit at the exposure asked for.
+    assert set(result.overlay.positions.round(6).unique()) <= {0.25, 1.0}
 
 
 def test_errors_name_the_problem(returns, tmp_path):
@@ -123,7 +142,12 @@ def test_run_without_arguments_uses_the_bundled_sample_and_the_documented_defaul
     assert seen["shape"] == (8312, 20) and seen["first"] == pd.Timestamp("1990-01-03")
     assert seen["out_dir"] == "finvae-output" and seen["start"] == "2000-01-01"
     assert (seen["window"], seen["latent_dim"], seen["refit_every"], seen["n_jobs"]) == (20, 3, 126, 2)
-    assert seen["signal"] == "score" and seen["random_state"] == 0
+    assert (seen["signal"], seen["vol_halflife"], seen["random_state"]) == ("market", 90.0, 0)
+    assert (seen["hold"], seen["exposure_when_flagged"]) == (63, 0.5)
+    # The command line's defaults are the job's own.
+    assert (seen["signal"], seen["vol_halflife"], seen["hold"], seen["exposure_when_flagged"]) == (
+        main_job.DEFAULT_SIGNAL, main_job.DEFAULT_VOL_HALFLIFE, main_job.DEFAULT_HOLD,
+        main_job.DEFAULT_EXPOSURE_WHEN_FLAGGED)
     assert "finvae: error: stop here" in capsys.readouterr().err
 
 
