@@ -47,6 +47,25 @@ def _write_prices(prices: pd.DataFrame, out: str) -> None:
           file=sys.stderr)
 
 
+def _number(kind: type, *, least: float | None = None, above: float | None = None, most: float | None = None):
+    """An argparse ``type`` that parses ``kind`` and checks its range, so that bad values end in a usage error."""
+    bounds = ([f">= {least:g}"] if least is not None else []) + ([f"> {above:g}"] if above is not None else []) + (
+        [f"<= {most:g}"] if most is not None else [])
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if ((least is not None and not value >= least) or (above is not None and not value > above)
+                or (most is not None and not value <= most)):
+            raise argparse.ArgumentTypeError(f"must be {' and '.join(bounds)}, got {text}")
+        return value
+
+    return parse
+
+
 # --------------------------------------------------------------------------- finvae data ...
 
 
@@ -113,20 +132,24 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--start", default="2000-01-01",
                      help="first scored and backtested date; training uses the days before (default: 2000-01-01)")
     run.add_argument("--end", help="last date used, YYYY-MM-DD (default: the last available)")
-    run.add_argument("--window", type=int, default=20, help="days per FinVAE window (default: 20)")
-    run.add_argument("--latent-dim", type=int, default=3, help="number of latent factors (default: 3)")
-    run.add_argument("--epochs", type=int, default=60, help="most training epochs per fit (default: 60)")
-    run.add_argument("--refit-every", type=int, default=126,
+    run.add_argument("--window", type=_number(int, least=2), default=20,
+                     help="days per FinVAE window (default: 20)")
+    run.add_argument("--latent-dim", type=_number(int, least=1), default=3,
+                     help="number of latent factors (default: 3)")
+    run.add_argument("--epochs", type=_number(int, least=1), default=60,
+                     help="most training epochs per fit (default: 60)")
+    run.add_argument("--refit-every", type=_number(int, least=1), default=126,
                      help="trading days between refits (default: 126, twice a year)")
     run.add_argument("--n-jobs", type=int, default=2, help="refits run in parallel (default: 2)")
     run.add_argument("--seed", type=int, default=0, help="random seed of every fit (default: 0)")
     run.add_argument("--signal", choices=["market", "score"], default="market",
                      help="flag on the market-wide part of FinVAE's score (default) or on the whole score")
-    run.add_argument("--vol-halflife", type=float, default=90.0,
+    run.add_argument("--vol-halflife", type=_number(float, above=0), default=90.0,
                      help="half-life in days of the volatility the walk-forward models measure surprise against "
                           "(default: 90)")
-    run.add_argument("--hold", type=int, default=63, help="days de-risked after each flag (default: 63)")
-    run.add_argument("--exposure-when-flagged", type=float, default=0.5,
+    run.add_argument("--hold", type=_number(int, least=1), default=63,
+                     help="days de-risked after each flag (default: 63)")
+    run.add_argument("--exposure-when-flagged", type=_number(float, least=0, most=1), default=0.5,
                      help="portfolio exposure while de-risked, 0 = all cash (default: 0.5)")
     run.add_argument("--out", default="finvae-output", help="output folder (default: finvae-output)")
     run.add_argument("--no-figures", action="store_true", help="write the CSV files only")

@@ -118,6 +118,11 @@ def test_errors_name_the_problem(returns, tmp_path):
         run_main_job(returns, out_dir=tmp_path, **{**TINY, "start": "2030-01-01"})
     with pytest.raises(ValueError, match="signal must be one of"):
         run_main_job(returns, out_dir=tmp_path, signal="vol", **TINY)
+    for bad, message in [(dict(hold=0), "hold must be an integer >= 1"),
+                         (dict(exposure_when_flagged=-0.1), r"exposure_when_flagged must be in \[0, 1\]"),
+                         (dict(vol_halflife=0), "vol_halflife must be a number of days > 0")]:
+        with pytest.raises(ValueError, match=message):
+            run_main_job(returns, out_dir=tmp_path, **bad, **TINY)
 
 
 def test_format_summary_prints_percentages_and_the_period(job):
@@ -188,3 +193,21 @@ def test_run_refuses_two_data_sources():
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["run", "--tickers", "AAPL", "--prices-csv", "p.csv"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--window", "1", "--window: must be >= 2, got 1"),
+        ("--hold", "2.5", "--hold: expected an integer, got '2.5'"),
+        ("--exposure-when-flagged", "1.5", "--exposure-when-flagged: must be >= 0 and <= 1, got 1.5"),
+        ("--vol-halflife", "0", "--vol-halflife: must be > 0, got 0"),
+        ("--refit-every", "-3", "--refit-every: must be >= 1, got -3"),
+    ],
+)
+def test_run_rejects_out_of_range_options_before_any_work(option, value, message, monkeypatch, capsys):
+    monkeypatch.setattr(main_job, "run_main_job", lambda *a, **k: pytest.fail("the job should not start"))
+    with pytest.raises(SystemExit) as stop:
+        main(["run", option, value])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
