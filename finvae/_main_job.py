@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from finvae._exceptions import DataError
-from finvae.backtest import OverlayResult, _returns_frame, anomaly_overlay, walk_forward
+from finvae.backtest import OverlayResult, _check_overlay_settings, _returns_frame, anomaly_overlay, walk_forward
 from finvae.estimator import SCORE_PARTS, FinVAE
 from finvae.factors import exposures
 
@@ -207,10 +207,7 @@ def run_main_job(
     # Checked here, not minutes later when the backtest or a refit would find them.
     if not vol_halflife > 0:
         raise ValueError(f"vol_halflife must be a number of days > 0; got {vol_halflife!r}.")
-    if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 1:
-        raise ValueError(f"hold must be an integer >= 1 (days de-risked after a flag); got {hold!r}.")
-    if not 0.0 <= exposure_when_flagged <= 1.0:
-        raise ValueError(f"exposure_when_flagged must be in [0, 1]; got {exposure_when_flagged!r}.")
+    _check_overlay_settings(hold, exposure_when_flagged, cost_bps)
     began = time.perf_counter()
     returns = _returns_frame(returns)
     if not isinstance(returns.index, pd.DatetimeIndex):

@@ -500,6 +500,16 @@ def _vol_target_exposure(portfolio: pd.Series, period: pd.Index, target: float, 
     return exposure(k)
 
 
+def _check_overlay_settings(hold, exposure_when_flagged, cost_bps) -> None:
+    """Raise a ValueError that names the first of :func:`anomaly_overlay`'s settings out of range."""
+    if not isinstance(hold, Integral) or isinstance(hold, bool) or hold < 1:
+        raise ValueError(f"hold must be an integer ≥ 1 (days de-risked after a flag); got {hold!r}.")
+    if not (isinstance(exposure_when_flagged, Real) and 0.0 <= exposure_when_flagged <= 1.0):
+        raise ValueError(f"exposure_when_flagged must be in [0, 1]; got {exposure_when_flagged!r}.")
+    if not (isinstance(cost_bps, Real) and cost_bps >= 0):
+        raise ValueError(f"cost_bps must be a number ≥ 0; got {cost_bps!r}.")
+
+
 def anomaly_overlay(
     returns: pd.DataFrame,
     flags,
@@ -619,12 +629,7 @@ def anomaly_overlay(
     """
     if returns_kind not in ("log", "simple"):
         raise ValueError(f"returns_kind must be 'log' or 'simple'; got {returns_kind!r}.")
-    if not isinstance(hold, Integral) or isinstance(hold, bool) or hold < 1:
-        raise ValueError(f"hold must be an integer ≥ 1 (days de-risked after a flag); got {hold!r}.")
-    if not (isinstance(exposure_when_flagged, Real) and 0.0 <= exposure_when_flagged <= 1.0):
-        raise ValueError(f"exposure_when_flagged must be in [0, 1]; got {exposure_when_flagged!r}.")
-    if not (isinstance(cost_bps, Real) and cost_bps >= 0):
-        raise ValueError(f"cost_bps must be a number ≥ 0; got {cost_bps!r}.")
+    _check_overlay_settings(hold, exposure_when_flagged, cost_bps)
     if not (isinstance(vol_target_halflife, Real) and vol_target_halflife > 0):
         raise ValueError(f"vol_target_halflife must be > 0; got {vol_target_halflife!r}.")
     if not isinstance(periods_per_year, Integral) or periods_per_year < 1:

@@ -118,7 +118,7 @@ def test_errors_name_the_problem(returns, tmp_path):
         run_main_job(returns, out_dir=tmp_path, **{**TINY, "start": "2030-01-01"})
     with pytest.raises(ValueError, match="signal must be one of"):
         run_main_job(returns, out_dir=tmp_path, signal="vol", **TINY)
-    for bad, message in [(dict(hold=0), "hold must be an integer >= 1"),
+    for bad, message in [(dict(hold=0), "hold must be an integer ≥ 1"),
                          (dict(exposure_when_flagged=-0.1), r"exposure_when_flagged must be in \[0, 1\]"),
                          (dict(vol_halflife=0), "vol_halflife must be a number of days > 0")]:
         with pytest.raises(ValueError, match=message):
