@@ -49,8 +49,8 @@ def _write_prices(prices: pd.DataFrame, out: str) -> None:
 
 def _number(kind: type, *, least: float | None = None, above: float | None = None, most: float | None = None):
     """An argparse ``type`` that parses ``kind`` and checks its range, so that bad values end in a usage error."""
-    bounds = ([f">= {least:g}"] if least is not None else []) + ([f"> {above:g}"] if above is not None else []) + (
-        [f"<= {most:g}"] if most is not None else [])
+    checks = [(least, ">=", lambda v, b: v >= b), (above, ">", lambda v, b: v > b), (most, "<=", lambda v, b: v <= b)]
+    checks = [(bound, sign, ok) for bound, sign, ok in checks if bound is not None]
 
     def parse(text: str):
         try:
@@ -58,9 +58,9 @@ def _number(kind: type, *, least: float | None = None, above: float | None = Non
         except ValueError:
             expected = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if ((least is not None and not value >= least) or (above is not None and not value > above)
-                or (most is not None and not value <= most)):
-            raise argparse.ArgumentTypeError(f"must be {' and '.join(bounds)}, got {text}")
+        if not all(ok(value, bound) for bound, _, ok in checks):
+            rule = " and ".join(f"{sign} {bound:g}" for bound, sign, _ in checks)
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
         return value
 
     return parse
