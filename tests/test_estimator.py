@@ -228,6 +228,18 @@ def test_a_days_code_sees_at_most_window_days(returns, window):
     assert torch.equal(mu_e[t + 1 :], mu[t + 1 :])  # and no later day's
 
 
+def test_training_computes_only_full_window_codes_and_they_match_the_padded_pass(model):
+    # Training skips the zero-padded first days (their windows are never counted): the codes it
+    # computes must be those that transform/score compute for the same days.
+    x = torch.from_numpy(np.random.default_rng(2).normal(size=(3, 60, 5)).astype(np.float32))
+    encoder = model.model_.encoder
+    mu, log_var = encoder(x)
+    mu_full, log_var_full = encoder(x, pad=False)
+    assert mu_full.shape == (3, 60 - encoder.reach, model.latent_dim)
+    torch.testing.assert_close(mu_full, mu[:, encoder.reach :])
+    torch.testing.assert_close(log_var_full, log_var[:, encoder.reach :])
+
+
 def test_encoding_in_pieces_gives_the_codes_of_one_pass(model):
     scaled = np.random.default_rng(1).normal(size=(100, 5)).astype(np.float32)
     ends = np.arange(WINDOW - 1, 100)

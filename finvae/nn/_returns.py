@@ -29,15 +29,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from finvae.nn._core import VAE, gaussian_kl, gaussian_nll
+from finvae.nn._core import VAE, gaussian_kl, gaussian_nll, reparameterize, safe_log_var
 
 
 class CausalConv(nn.Module):
     """Causal dilated 1-D convolution over the days of a (batch, days, channels) tensor.
 
-    Output day ``t`` is a linear map of input days ``t, t - d, ..., t - (k - 1) d``
-    (zeros before the first day): ``nn.Conv1d`` with left padding, computed as
-    one ``Linear`` over the stacked taps.
+    Output day ``t`` is a linear map of input days ``t, t - d, ..., t - (k - 1) d``:
+    ``nn.Conv1d`` computed as one ``Linear`` over the stacked taps. With
+    ``pad=True`` the input is padded with zeros before its first day and the
+    output has as many days as the input; with ``pad=False`` only the days with
+    all their taps inside the input are computed (the first ``reach`` days are
+    dropped), which is all that training needs.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1) -> None:
@@ -50,11 +53,12 @@ class CausalConv(nn.Module):
         """How many days back (besides today) the output sees."""
         return (self.kernel_size - 1) * self.dilation
 
-    def forward(self, x: Tensor) -> Tensor:
-        days = x.shape[1]
-        padded = nn.functional.pad(x, (0, 0, self.reach, 0))
+    def forward(self, x: Tensor, pad: bool = True) -> Tensor:
+        if pad:
+            x = nn.functional.pad(x, (0, 0, self.reach, 0))
+        days = x.shape[1] - self.reach
         # Tap j holds the input j * dilation days earlier.
-        taps = [padded[:, self.reach - j * self.dilation : self.reach - j * self.dilation + days]
+        taps = [x[:, self.reach - j * self.dilation : self.reach - j * self.dilation + days]
                 for j in range(self.kernel_size)]
         return self.linear(torch.cat(taps, dim=-1))
 
@@ -92,8 +96,11 @@ class CausalConvEncoder(nn.Module):
     def reach(self) -> int:
         return sum(layer.reach for layer in self.conv if isinstance(layer, CausalConv))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.conv(x)
+    def forward(self, x: Tensor, pad: bool = True) -> tuple[Tensor, Tensor]:
+        """Codes of every day (``pad=True``), or of the days from ``reach`` on, whose windows are full."""
+        h = x
+        for layer in self.conv:
+            h = layer(h, pad) if isinstance(layer, CausalConv) else layer(h)
         return self.z_mean(h), self.z_log_var(h)
 
 
@@ -122,7 +129,7 @@ class ReturnsVAE(VAE):
     ELBO counts the days that have a full window behind them, days
     ``window - 1`` onwards: a batch of windows passes their last days only, and
     a longer stretch of days trains every window ending in it at once (each
-    day's code sees ``window`` days at most, see :func:`dilations_for`).
+    day's code sees ``window`` days at most, see :func:`conv_layout`); the encoder computes only those days' codes.
 
     Parameters
     ----------
@@ -163,8 +170,12 @@ class ReturnsVAE(VAE):
         a window's last day; see :class:`finvae.windows.WindowBatches`).
         """
         x = x.clamp(-self.clip, self.clip)
-        decoded, _, mu, log_var = self(x)
-        weight = counted.to(x.dtype)
+        # Only the days with a full window are counted, so the encoder computes those alone.
+        mu, log_var = self.encoder(x, pad=False)
+        log_var = safe_log_var(log_var)
+        full = slice(self.encoder.reach, None)  # the days the unpadded encoder returns codes for
+        x, observed, weight = x[:, full], observed[:, full], counted[:, full].to(x.dtype)
+        decoded = self.decode(reparameterize(mu, log_var) if self.training or self.sample_in_eval else mu)
         recon = self.reconstruction_nll(decoded.flatten(0, 1), x.flatten(0, 1), observed.flatten(0, 1))
         kl = gaussian_kl(mu.flatten(0, 1), log_var.flatten(0, 1))
         n_counted = weight.sum(dim=1).clamp(min=1.0)
