@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from finvae._exceptions import TrainingError
 
 __all__ = [
+    "Adam",
     "Batches",
     "TensorBatches",
     "TrainingConfig",
@@ -172,19 +173,78 @@ def _to_device(batch: Sequence[Tensor], device: torch.device) -> list[Tensor]:
     return [t.to(device, non_blocking=True) for t in batch]
 
 
-def _adam(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Adam:
-    """Adam, fused into one kernel per step where this torch supports it on the model's device.
+class Adam:
+    """Adam (Kingma & Ba, 2015) on a list of parameters, computed as ``torch.optim.Adam`` computes it.
 
-    The fused update gives the numbers of the default loop over parameters, up
-    to float rounding, and takes a tenth off a FinVAE fit on a CPU, where a
-    step's many small updates cost as much as its matrix products (torch >= 2.4
-    on cpu). The model must already be on its device.
+    finvae keeps its own copy of the update for one reason: the first
+    ``torch.optim`` optimiser created in a process imports ``torch._dynamo``
+    (about a second on a two-core machine, as long as a whole FinVAE fit on 30
+    years of daily returns), and the trainer never compiles anything. The update
+    is torch's multi-tensor one, step for step::
+
+        m = beta1 m + (1 - beta1) g,   v = beta2 v + (1 - beta2) g**2
+        p -= lr / (1 - beta1**t) * m / (sqrt(v / (1 - beta2**t)) + eps)
+
+    with ``g`` the gradient plus ``weight_decay * p`` (L2, as in ``torch.optim.Adam``)
+    and ``t`` the step count. ``tests/test_training.py`` checks it against
+    ``torch.optim.Adam``, with and without the one-cycle schedule.
     """
-    params = list(model.parameters())
-    try:
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without the fused kernel
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = [0] * len(self.params)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every parameter that has a gradient (the others, and their step counts, stay)."""
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        params = [self.params[i] for i in live]
+        grads = [self.params[i].grad for i in live]
+        exp_avg = [self.exp_avg[i] for i in live]
+        exp_avg_sq = [self.exp_avg_sq[i] for i in live]
+        for i in live:
+            self.steps[i] += 1
+        beta1, beta2 = self.betas
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sq, beta2)
+        torch._foreach_addcmul_(exp_avg_sq, grads, grads, 1 - beta2)
+        step_size = [-self.lr / (1 - beta1 ** self.steps[i]) for i in live]
+        denom = torch._foreach_sqrt(exp_avg_sq)
+        torch._foreach_div_(denom, [(1 - beta2 ** self.steps[i]) ** 0.5 for i in live])
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, exp_avg, denom, step_size)
+
+
+def one_cycle(step: int, total_steps: int, max_lr: float) -> tuple[float, float]:
+    """Learning rate and Adam's ``beta1`` for ``step`` (from 0) of a one-cycle schedule (Smith, 2018).
+
+    The values of ``torch.optim.lr_scheduler.OneCycleLR`` with its defaults: over
+    the first 30 % of the steps the rate rises from ``max_lr / 25`` to ``max_lr``
+    while ``beta1`` falls from 0.95 to 0.85, then the rate falls to
+    ``max_lr / 25e4`` while ``beta1`` returns to 0.95, each along a half cosine.
+    """
+    peak = 0.3 * total_steps - 1
+    if step <= peak:
+        pct, lrs, betas = step / peak, (max_lr / 25, max_lr), (0.95, 0.85)
+    else:
+        pct, lrs, betas = (step - peak) / (total_steps - 1 - peak), (max_lr, max_lr / 25e4), (0.85, 0.95)
+
+    def anneal(start: float, end: float) -> float:
+        return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)
+
+    return anneal(*lrs), anneal(*betas)
 
 
 def _nonfinite_error(epoch: int, step: int, cfg: TrainingConfig) -> TrainingError:
@@ -244,14 +304,10 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
     n_train = len(train_idx)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
 
-    optimizer = _adam(model, cfg)
-    scheduler = None
-    if cfg.lr_schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
-        )
-    elif cfg.lr_schedule != "constant":
+    if cfg.lr_schedule not in ("constant", "onecycle"):
         raise ValueError(f"lr_schedule must be 'constant' or 'onecycle', got {cfg.lr_schedule!r}")
+    optimizer = Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * steps_per_epoch
 
     rows: list[dict[str, float]] = []
     best_loss, best_epoch, best_state, bad_epochs = math.inf, 0, None, 0
@@ -269,6 +325,9 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
             recon_sum = torch.zeros((), device=device)
             kl_sum = torch.zeros((), device=device)
             for step in range(steps_per_epoch):
+                if cfg.lr_schedule == "onecycle":
+                    optimizer.lr, beta1 = one_cycle((epoch - 1) * steps_per_epoch + step, total_steps, cfg.lr)
+                    optimizer.betas = (beta1, optimizer.betas[1])
                 batch = _to_device(data[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]], device)
                 with torch.autocast(device.type, autocast_dtype, enabled=autocast_dtype != torch.float32):
                     recon, kl = model.elbo_terms(*batch)
@@ -276,13 +335,11 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
                 loss = (recon + beta * kl).mean()
                 if not torch.isfinite(loss):
                     raise _nonfinite_error(epoch, step + 1, cfg)
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 loss.backward()
                 if cfg.max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
                 recon_sum += recon.detach().sum()
                 kl_sum += kl.detach().sum()
             train_recon, train_kl = float(recon_sum) / n_train, float(kl_sum) / n_train
@@ -294,7 +351,7 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
                 "val_recon": math.nan,
                 "val_kl": math.nan,
                 "beta": beta,
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": optimizer.lr,  # of the epoch's last step
             }
             if len(val_idx):
                 val_recon, val_kl = evaluate_elbo(model, data, val_idx, 4 * cfg.batch_size, device)

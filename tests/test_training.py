@@ -124,3 +124,59 @@ def test_precision_auto_and_bad_values():
     assert training.resolve_precision("float32", cpu) == torch.float32
     with pytest.raises(ValueError, match="precision must be"):
         _fit(precision="half")
+
+
+@pytest.mark.parametrize("schedule", ["constant", "onecycle"])
+def test_adam_takes_the_steps_of_torch_optim_adam(schedule):
+    # finvae's Adam exists only to skip torch.optim's import of torch._dynamo: its updates must be torch's.
+    with seeded(0):
+        ours, theirs = TinyVAE(), TinyVAE()
+    theirs.load_state_dict(ours.state_dict())
+    x = _data().tensors[0]
+    optimizer = training.Adam(ours.parameters(), lr=1e-2, weight_decay=1e-3)
+    reference = torch.optim.Adam(theirs.parameters(), lr=1e-2, weight_decay=1e-3)
+    n_steps = 12
+    scheduler = (
+        torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=1e-2, total_steps=n_steps)
+        if schedule == "onecycle" else None
+    )
+    for step in range(n_steps):
+        if scheduler is not None:
+            optimizer.lr, beta1 = training.one_cycle(step, n_steps, 1e-2)
+            optimizer.betas = (beta1, optimizer.betas[1])
+            assert optimizer.lr == pytest.approx(reference.param_groups[0]["lr"])
+            assert beta1 == pytest.approx(reference.param_groups[0]["betas"][0])
+        for model, opt in ((ours, optimizer), (theirs, reference)):
+            opt.zero_grad()
+            bernoulli_nll(model.decoder(model.encoder(x)[0]), x).mean().backward()
+            opt.step()
+        if scheduler is not None:
+            scheduler.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_leaves_parameters_without_a_gradient_alone():
+    a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
+    optimizer = training.Adam([a, b], lr=0.1)
+    (a**2).sum().backward()
+    optimizer.step()
+    assert torch.all(a < 1) and torch.equal(b.detach(), torch.ones(2)) and optimizer.steps == [1, 0]
+
+
+def test_training_does_not_import_torch_compile_machinery():
+    # torch.optim's first optimiser imports torch._dynamo (about a second); a fit should not pay that.
+    code = (
+        "import sys, torch\n"
+        "from finvae.training import TrainingConfig, TensorBatches, train_vae\n"
+        "from tests.test_training import TinyVAE, _data\n"
+        "train_vae(TinyVAE(), _data(), TrainingConfig(epochs=2, batch_size=16, verbose=0, lr_schedule='onecycle'))\n"
+        "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'\n"
+    )
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
