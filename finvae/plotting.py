@@ -153,7 +153,12 @@ def plot_scores(
     bottom.scatter(flagged, scores.reindex(flagged).to_numpy(), color="tab:red", s=14, zorder=3,
                    label="flagged (score > threshold)")
     bottom.set_ylabel("anomaly score (nats of surprise)")
-    bottom.legend(loc="upper left")
+    # One row of legend above the highest score, so that it hides no flagged date.
+    drawn = pd.concat([scores, threshold if isinstance(threshold, pd.Series) else pd.Series([float(threshold)])])
+    if drawn.notna().any():
+        low, high = min(float(drawn.min()), 0.0), float(drawn.max())
+        bottom.set_ylim(low, high + max(0.25 * (high - low), 1.0))
+    bottom.legend(loc="upper left", ncol=3)
     bottom.grid(alpha=0.3)
     if top is None:
         bottom.set_title(title)
