@@ -129,7 +129,8 @@ class ReturnsVAE(VAE):
     ELBO counts the days that have a full window behind them, days
     ``window - 1`` onwards: a batch of windows passes their last days only, and
     a longer stretch of days trains every window ending in it at once (each
-    day's code sees ``window`` days at most, see :func:`conv_layout`); the encoder computes only those days' codes.
+    day's code sees ``window`` days at most, see :func:`conv_layout`). Training
+    encodes only those days (:meth:`encode` with ``pad=False``).
 
     Parameters
     ----------
@@ -155,8 +156,10 @@ class ReturnsVAE(VAE):
         # One learned noise scale per asset: the Gaussian likelihood's sigma.
         self.log_scale = nn.Parameter(torch.zeros(n_assets))
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return super().encode(x.clamp(-self.clip, self.clip))
+    def encode(self, x: Tensor, pad: bool = True) -> tuple[Tensor, Tensor]:
+        """Posterior mean and log-variance of every day's code (``pad=False``: the days with a full window only)."""
+        mu, log_var = self.encoder(x.clamp(-self.clip, self.clip), pad)
+        return mu, safe_log_var(log_var)
 
     def reconstruction_nll(self, decoded: Tensor, x: Tensor, *extra: Tensor) -> Tensor:
         observed = extra[0] if extra else None
@@ -170,10 +173,9 @@ class ReturnsVAE(VAE):
         a window's last day; see :class:`finvae.windows.WindowBatches`).
         """
         x = x.clamp(-self.clip, self.clip)
-        # Only the days with a full window are counted, so the encoder computes those alone.
-        mu, log_var = self.encoder(x, pad=False)
-        log_var = safe_log_var(log_var)
-        full = slice(self.encoder.reach, None)  # the days the unpadded encoder returns codes for
+        # Only the days with a full window are counted, so only their codes are computed.
+        mu, log_var = self.encode(x, pad=False)
+        full = slice(self.encoder.reach, None)  # the days those codes belong to
         x, observed, weight = x[:, full], observed[:, full], counted[:, full].to(x.dtype)
         decoded = self.decode(reparameterize(mu, log_var) if self.training or self.sample_in_eval else mu)
         recon = self.reconstruction_nll(decoded.flatten(0, 1), x.flatten(0, 1), observed.flatten(0, 1))
