@@ -144,7 +144,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
         Expected share of anomalous dates: ``threshold_`` is the
         ``1 - contamination`` quantile of the training scores.
     validation_fraction : float, default=0.1
-        The last share of training windows, held out for early stopping.
+        The last share of training windows, held out for early stopping. Only
+        when there are at least ten training stretches (640 windows for a
+        window up to 64 days; see ``MIN_PER_EXAMPLE``): with fewer, every window
+        trains and all ``epochs`` run.
     patience : int, default=10
         Epochs without improvement of the validation loss before stopping.
     min_coverage : float, default=0.5

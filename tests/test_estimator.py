@@ -67,6 +67,12 @@ def _outputs(model: FinVAE, X) -> dict[str, object]:
 # ------------------------------------------------------------------ shapes and date alignment
 
 
+def test_early_stopping_holds_out_windows_only_when_there_are_enough():
+    short, long = make_returns(600), make_returns(700)  # 596 and 696 windows of 5 days
+    assert FinVAE(**FAST).fit(short).history_["val_loss"].isna().all()  # too few to hold out a tenth
+    assert FinVAE(**FAST).fit(long).history_["val_loss"].notna().all()
+
+
 def test_fit_returns_self_and_learns_the_documented_attributes(returns):
     estimator = FinVAE(**FAST)
     assert estimator.fit(returns.iloc[:220]) is estimator
