@@ -119,6 +119,8 @@ def _cmd_data_download(args: argparse.Namespace) -> int:
 
 
 def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
+    from finvae import _main_job as job  # the job's defaults, stated once
+
     run = subparsers.add_parser(
         "run", help="the main job: walk-forward FinVAE, risk factors, anomaly-flag backtest, figures",
         description="Walk FinVAE forward (refits on past returns only), write its factors, scores, flags and "
@@ -142,15 +144,17 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="trading days between refits (default: 126, twice a year)")
     run.add_argument("--n-jobs", type=int, default=2, help="refits run in parallel (default: 2)")
     run.add_argument("--seed", type=int, default=0, help="random seed of every fit (default: 0)")
-    run.add_argument("--signal", choices=["market", "score"], default="market",
-                     help="flag on the market-wide part of FinVAE's score (default) or on the whole score")
-    run.add_argument("--vol-halflife", type=_number(float, above=0), default=90.0,
+    run.add_argument("--signal", choices=job.SIGNALS, default=job.DEFAULT_SIGNAL,
+                     help="flag on the market-wide part of FinVAE's score ('market') or on the whole score "
+                          "('score'); default: %(default)s")
+    run.add_argument("--vol-halflife", type=_number(float, above=0), default=job.DEFAULT_VOL_HALFLIFE,
                      help="half-life in days of the volatility the walk-forward models measure surprise against "
-                          "(default: 90)")
-    run.add_argument("--hold", type=_number(int, least=1), default=63,
-                     help="days de-risked after each flag (default: 63)")
-    run.add_argument("--exposure-when-flagged", type=_number(float, least=0, most=1), default=0.5,
-                     help="portfolio exposure while de-risked, 0 = all cash (default: 0.5)")
+                          "(default: %(default)g)")
+    run.add_argument("--hold", type=_number(int, least=1), default=job.DEFAULT_HOLD,
+                     help="days de-risked after each flag (default: %(default)s)")
+    run.add_argument("--exposure-when-flagged", type=_number(float, least=0, most=1),
+                     default=job.DEFAULT_EXPOSURE_WHEN_FLAGGED,
+                     help="portfolio exposure while de-risked, 0 = all cash (default: %(default)g)")
     run.add_argument("--out", default="finvae-output", help="output folder (default: finvae-output)")
     run.add_argument("--no-figures", action="store_true", help="write the CSV files only")
     run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
