@@ -28,7 +28,7 @@ SCORE_PARTS = ("kl", "residual", "max_residual")
 
 #: Window ends per training example (see ``WindowBatches``), at least. Each example also carries
 #: the ``window - 1`` days of context its first window needs, so longer stretches recompute less
-#: context: 64 trains about a sixth faster than 32, with the same validation ELBO and planted-anomaly
+#: context: 64 trains about a sixth faster than 32, with the same validation loss and planted-anomaly
 #: AP (benchmarks/README.md).
 MIN_PER_EXAMPLE = 64
 
