@@ -127,19 +127,22 @@ def test_precision_auto_and_bad_values():
 
 
 @pytest.mark.parametrize("schedule", ["constant", "onecycle"])
-def test_adam_takes_the_steps_of_torch_optim_adam(schedule):
-    # finvae's Adam exists only to skip torch.optim's import of torch._dynamo: its updates must be torch's.
+def test_adam_takes_the_steps_of_clip_grad_norm_and_torch_optim_adam(schedule):
+    # finvae's Adam exists to skip torch.optim's import of torch._dynamo and to update one flat
+    # buffer: its steps, clipping included, must be torch's.
     with seeded(0):
         ours, theirs = TinyVAE(), TinyVAE()
     theirs.load_state_dict(ours.state_dict())
     x = _data().tensors[0]
-    optimizer = training.Adam(ours.parameters(), lr=1e-2, weight_decay=1e-3)
+    max_norm = 0.2  # small enough to clip most steps
+    optimizer = training.Adam(ours.parameters(), lr=1e-2, weight_decay=1e-3, max_grad_norm=max_norm)
     reference = torch.optim.Adam(theirs.parameters(), lr=1e-2, weight_decay=1e-3)
     n_steps = 12
     scheduler = (
         torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=1e-2, total_steps=n_steps)
         if schedule == "onecycle" else None
     )
+    clipped = 0
     for step in range(n_steps):
         if scheduler is not None:
             optimizer.lr, beta1 = training.one_cycle(step, n_steps, 1e-2)
@@ -149,19 +152,42 @@ def test_adam_takes_the_steps_of_torch_optim_adam(schedule):
         for model, opt in ((ours, optimizer), (theirs, reference)):
             opt.zero_grad()
             bernoulli_nll(model.decoder(model.encoder(x)[0]), x).mean().backward()
+            if opt is reference:
+                clipped += float(nn.utils.clip_grad_norm_(model.parameters(), max_norm)) > max_norm
             opt.step()
         if scheduler is not None:
             scheduler.step()
+    assert clipped > n_steps // 2
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_adam_keeps_each_parameter_a_view_of_its_flat_buffer():
+    with seeded(0):
+        model = TinyVAE()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = training.Adam(model.parameters(), lr=0.1)
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[name])
+    model.decoder.weight.grad = torch.ones_like(model.decoder.weight)
+    model.encoder.net.weight.grad = torch.ones_like(model.encoder.net.weight)
+    model.decoder.bias.grad = model.encoder.net.bias.grad = None
+    optimizer.step()  # some parameters without a gradient: updated one by one, in the flat buffer
+    assert not torch.equal(model.decoder.weight.detach(), before["decoder.weight"])
+    assert torch.equal(model.decoder.bias.detach(), before["decoder.bias"])
+    model.load_state_dict(before)  # in place: still views of the buffer
+    assert torch.equal(optimizer.flat[: model.encoder.net.weight.numel()], before["encoder.net.weight"].reshape(-1))
+
+
 def test_adam_leaves_parameters_without_a_gradient_alone():
     a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
-    optimizer = training.Adam([a, b], lr=0.1)
+    optimizer = training.Adam([a, b], lr=0.1, max_grad_norm=1.0)
     (a**2).sum().backward()
     optimizer.step()
     assert torch.all(a < 1) and torch.equal(b.detach(), torch.ones(2)) and optimizer.steps == [1, 0]
+    (a.sum() + b.sum()).backward()
+    optimizer.step()  # step counts differ now: each parameter gets its own bias correction
+    assert torch.all(b < 1) and optimizer.steps == [2, 1]
 
 
 def test_training_does_not_import_torch_compile_machinery():
