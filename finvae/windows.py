@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.signal import lfilter
 from torch import Tensor
 
 __all__ = ["WindowBatches", "ewma_scale", "sliding_windows"]
@@ -51,14 +52,17 @@ def ewma_scale(
     scale : ndarray of shape (n_days, n_assets), float32
     """
     lam = 0.5 ** (1.0 / halflife)
-    # Row by row, in float32: memory stays at one (n_days, n_assets) array.
     scale = np.empty(returns.shape, dtype=np.float32)
-    current = np.asarray(initial_var, dtype=np.float64).copy()
-    floor = np.asarray(floor, dtype=np.float64)
-    for t, row in enumerate(returns):
-        scale[t] = np.maximum(np.sqrt(current), floor)
-        observed = ~np.isnan(row)
-        current[observed] = lam * current[observed] + (1.0 - lam) * np.square(row[observed])
+    # Column by column, as a linear filter over each asset's observed days: memory stays at
+    # one (n_days, n_assets) array, and the recursion runs in C, not in a Python loop.
+    for j, column in enumerate(returns.T):
+        observed = ~np.isnan(column)
+        after, _ = lfilter([1.0 - lam], [1.0, -lam], np.square(column[observed], dtype=np.float64),
+                           zi=[lam * float(initial_var[j])])  # the variance after each observed day
+        variance = np.concatenate(([float(initial_var[j])], after))
+        # Day t sees the variance after the last observed day before it; NaN days carry it forward.
+        observed_before = np.cumsum(observed) - observed
+        scale[:, j] = np.maximum(np.sqrt(variance[observed_before]), floor[j])
     return scale
 
 
