@@ -137,3 +137,11 @@ def test_window_batches_never_copy_the_whole_windows():
     x, _, counted = data[torch.tensor([0, 1])]  # two full stretches
     assert x.shape == (2, window - 1 + per_example, 2)
     assert int(counted.sum()) == 2 * per_example
+
+
+def test_ewma_scale_of_an_asset_without_any_return_is_its_starting_scale():
+    returns = _random_returns(30, 2)
+    returns[:, 1] = NAN  # not listed yet anywhere in this stretch
+    scale = ewma_scale(returns, halflife=3.0, initial_var=np.array([1e-4, 4e-4]), floor=np.zeros(2))
+    np.testing.assert_allclose(scale[:, 1], 0.02)
+    assert len(np.unique(scale[:, 0])) > 1
