@@ -158,6 +158,24 @@ def test_elbo_is_a_repeatable_finite_scalar(model, returns):
     assert model.elbo(returns) == elbo == elbo_scorer(model, returns)
 
 
+def test_a_pair_of_half_lives_scales_by_the_larger_of_the_two_volatilities(model, returns):
+    assert model.vol_halflife == (5, 60)  # the default
+    single = {}
+    for halflife in (5, 60):
+        one = copy.deepcopy(model)
+        one.vol_halflife = halflife
+        single[halflife] = one.volatility(returns)
+    pair = model.volatility(returns)
+    pd.testing.assert_frame_equal(pair, np.maximum(single[5], single[60]))
+    assert (pair > single[5]).to_numpy().any() and (pair > single[60]).to_numpy().any()  # each leg binds somewhere
+
+
+@pytest.mark.parametrize("bad", [(5, -1), (1, 2, 3), (5, "60"), ()])
+def test_vol_halflife_must_be_a_positive_number_or_a_pair_of_them(returns, bad):
+    with pytest.raises(ValueError, match="vol_halflife must be a number of days > 0 or a pair"):
+        FinVAE(vol_halflife=bad, **FAST).fit(returns.iloc[:220])
+
+
 def test_unfitted_model_says_so(returns):
     for method in ("transform", "score", "predict", "reconstruct", "score_assets", "encode", "volatility"):
         with pytest.raises(NotFittedError):

@@ -11,7 +11,7 @@ import pytest
 
 import finvae._main_job as main_job
 import finvae.datasets as datasets
-from finvae import DataError
+from finvae import DataError, FinVAE
 from finvae._main_job import MarketShockVAE, format_summary, run_main_job
 from finvae.cli import build_parser, main
 from finvae.datasets import load_sp500_sample, prices_to_returns
@@ -108,7 +108,7 @@ def test_the_walk_forward_signal_model_gets_the_signal_and_its_volatility_half_l
                           exposure_when_flagged=0.25, figures=False, **TINY)
     (estimator,) = seen
     assert type(estimator) is main_job.FinVAE and estimator.vol_halflife == 30
-    assert result.model.vol_halflife == 20  # the reference model (factors) keeps FinVAE's default
+    assert result.model.vol_halflife == FinVAE().vol_halflife  # the reference model (factors) keeps the default
     # De-risked days sit at the exposure asked for.
     assert set(result.overlay.positions.round(6).unique()) <= {0.25, 1.0}
 
