@@ -316,11 +316,11 @@ class FinVAE(TransformerMixin, BaseEstimator):
         with torch_threads(1 if config.device == "cpu" else None):
             self.history_ = train_vae(self.model_, data, config)
         self.model_.to("cpu")
-        kl, residual, seen = self._day_statistics(scaled, observed, ends)
+        kl, residual, single, seen = self._day_statistics(values, scaled, observed, ends)
         self.asset_calibration_ = [
-            _fit_tail(np.abs(residual[seen[:, i], i]), pareto=False) for i in range(residual.shape[1])
+            _fit_tail(np.abs(single[seen[:, i], i]), pareto=False) for i in range(single.shape[1])
         ]
-        parts = self._raw_parts(kl, residual, seen)
+        parts = self._raw_parts(kl, residual, single, seen)
         # max_residual is already a surprise in nats (a log scale): a Pareto tail on top would
         # squash a 20-sigma jump to little more than a 10-sigma one (the log of a log).
         self.calibration_ = {name: _fit_tail(part, pareto=name != "max_residual") for name, part in parts.items()}
@@ -350,13 +350,26 @@ class FinVAE(TransformerMixin, BaseEstimator):
             )
         return tuple(float(h) for h in halflives)
 
-    def _trailing_scale(self, values: np.ndarray) -> np.ndarray:
+    def _trailing_scales(self, values: np.ndarray) -> list[np.ndarray]:
+        """One EWMA volatility per half-life of ``vol_halflife``, in its order."""
         demeaned = values - self.mean_
-        scale = None
-        for halflife in self._vol_halflives():
-            ewma = ewma_scale(demeaned, halflife=halflife, initial_var=self.scale_**2, floor=0.1 * self.scale_)
-            scale = ewma if scale is None else np.maximum(scale, ewma, out=scale)
-        return scale
+        return [
+            ewma_scale(demeaned, halflife=halflife, initial_var=self.scale_**2, floor=0.1 * self.scale_)
+            for halflife in self._vol_halflives()
+        ]
+
+    def _trailing_scale(self, values: np.ndarray) -> np.ndarray:
+        """The scale of the model's inputs: the larger of the EWMA volatilities, day by day and asset by asset."""
+        scales = self._trailing_scales(values)
+        return scales[0] if len(scales) == 1 else np.maximum.reduce(scales)
+
+    def _slow_units(self, values: np.ndarray, ends: np.ndarray) -> np.ndarray | float:
+        """Model scale ÷ the slowest EWMA volatility at ``ends``: turns a scaled residual into slow-volatility units."""
+        scales = self._trailing_scales(values)
+        if len(scales) == 1:
+            return 1.0
+        slowest = int(np.argmax(self._vol_halflives()))
+        return (np.maximum.reduce(scales)[ends] / scales[slowest][ends]).astype(np.float64)
 
     def _scored_ends(self, observed: np.ndarray) -> np.ndarray:
         """Positions of the dates that get a score: a full window, and enough assets that day."""
@@ -394,17 +407,26 @@ class FinVAE(TransformerMixin, BaseEstimator):
         residual[~observed[ends]] = 0.0
         return residual
 
-    def _day_statistics(self, scaled, observed, ends) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """KL of each scored day's code, its scaled residuals (0 where missing), and the observed mask."""
+    def _day_statistics(self, values, scaled, observed, ends) -> tuple[np.ndarray, ...]:
+        """What the score is made of, for each scored day.
+
+        The KL of its code; its residuals (0 where missing) in units of the
+        model's scale and noise; the same residuals in units of each asset's
+        slow volatility instead (``single``, for single-asset jumps: a sell-off
+        raises every stock's fast volatility within days, and would hide a
+        stock's own jump in that week); and the observed mask.
+        """
         mu, log_var, decoded = self._encode_decode(scaled, ends)
         kl = gaussian_kl(mu, log_var).numpy().astype(np.float64)
-        return kl, self._residuals(scaled, observed, ends, decoded), observed[ends]
+        residual = self._residuals(scaled, observed, ends, decoded)
+        return kl, residual, residual * self._slow_units(values, ends), observed[ends]
 
-    def _raw_parts(self, kl: np.ndarray, residual: np.ndarray, seen: np.ndarray) -> dict[str, np.ndarray]:
+    def _raw_parts(self, kl: np.ndarray, residual: np.ndarray, single: np.ndarray,
+                   seen: np.ndarray) -> dict[str, np.ndarray]:
         """The three parts of each day's score, before their calibration."""
         asset_surprise = np.column_stack(
-            [_tail_score(np.abs(residual[:, i]), tail) for i, tail in enumerate(self.asset_calibration_)]
-        ).reshape(residual.shape)
+            [_tail_score(np.abs(single[:, i]), tail) for i, tail in enumerate(self.asset_calibration_)]
+        ).reshape(single.shape)
         asset_surprise[~seen] = 0.0
         return {
             "kl": kl,
@@ -472,7 +494,11 @@ class FinVAE(TransformerMixin, BaseEstimator):
         - ``max_residual``: the most surprising residual of one asset (a
           single-asset jump), each asset's absolute residual judged against
           its own training history, since a 6-sigma day means less for a
-          volatile stock than for a staple.
+          volatile stock than for a staple. These residuals are measured in
+          units of the asset's slow volatility (the longest half-life of
+          ``vol_halflife``), not of the larger of the two: a market sell-off
+          raises every stock's fast volatility within days, and would hide a
+          stock's own jump in that week.
 
         Each part is turned into a surprise in nats, ``-log P(part >= value)``
         under its training distribution: the empirical one up to its 90th
@@ -512,8 +538,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
         -------
         parts : DataFrame with columns ``kl``, ``residual``, ``max_residual``, or ndarray
         """
-        _, scaled, observed, ends, index, _ = self._prepare(X)
-        surprises = self._part_surprises(self._raw_parts(*self._day_statistics(scaled, observed, ends)))
+        values, scaled, observed, ends, index, _ = self._prepare(X)
+        surprises = self._part_surprises(self._raw_parts(*self._day_statistics(values, scaled, observed, ends)))
         rows = np.column_stack([surprises[name] for name in SCORE_PARTS]).reshape(len(ends), len(SCORE_PARTS))
         return self._place(rows, ends, len(scaled), index, list(SCORE_PARTS))
 

@@ -170,6 +170,19 @@ def test_a_pair_of_half_lives_scales_by_the_larger_of_the_two_volatilities(model
     assert (pair > single[5]).to_numpy().any() and (pair > single[60]).to_numpy().any()  # each leg binds somewhere
 
 
+def test_single_asset_residuals_are_measured_in_units_of_the_slow_volatility(model, returns):
+    # max_residual: (return - reconstruction) / (slow volatility x noise scale), not the faster leg's.
+    values, scaled, observed, ends, _, _ = model._prepare(returns)
+    _, residual, single, seen = model._day_statistics(values, scaled, observed, ends)
+    slow = copy.deepcopy(model)
+    slow.vol_halflife = 60
+    noise = model.model_.log_scale.detach().exp().numpy()
+    error = returns.to_numpy()[ends] - model.reconstruct(returns).to_numpy()[ends]
+    expected = np.where(seen, error / (slow.volatility(returns).to_numpy()[ends] * noise), 0.0)
+    np.testing.assert_allclose(single, expected, rtol=1e-4, atol=1e-5)
+    assert np.all(np.abs(single) >= np.abs(residual) - 1e-6) and np.any(np.abs(single) > np.abs(residual) * 1.01)
+
+
 @pytest.mark.parametrize("bad", [(5, -1), (1, 2, 3), (5, "60"), ()])
 def test_vol_halflife_must_be_a_positive_number_or_a_pair_of_them(returns, bad):
     with pytest.raises(ValueError, match="vol_halflife must be a number of days > 0 or a pair"):
