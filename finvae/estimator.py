@@ -368,8 +368,12 @@ class FinVAE(TransformerMixin, BaseEstimator):
         scales = self._trailing_scales(values)
         if len(scales) == 1:
             return 1.0
-        slowest = int(np.argmax(self._vol_halflives()))
-        return (np.maximum.reduce(scales)[ends] / scales[slowest][ends]).astype(np.float64)
+        slow = scales.pop(int(np.argmax(self._vol_halflives())))
+        # max(legs) / slow = max(1, other legs / slow), computed in place to keep memory at three arrays
+        ratio = np.maximum.reduce(scales) if len(scales) > 1 else scales[0]
+        np.divide(ratio, slow, out=ratio)
+        np.maximum(ratio, 1.0, out=ratio)
+        return ratio[ends]
 
     def _scored_ends(self, observed: np.ndarray) -> np.ndarray:
         """Positions of the dates that get a score: a full window, and enough assets that day."""
@@ -416,10 +420,11 @@ class FinVAE(TransformerMixin, BaseEstimator):
         raises every stock's fast volatility within days, and would hide a
         stock's own jump in that week); and the observed mask.
         """
+        slow_units = self._slow_units(values, ends)  # first: its temporary arrays are gone before decoding
         mu, log_var, decoded = self._encode_decode(scaled, ends)
         kl = gaussian_kl(mu, log_var).numpy().astype(np.float64)
         residual = self._residuals(scaled, observed, ends, decoded)
-        return kl, residual, residual * self._slow_units(values, ends), observed[ends]
+        return kl, residual, residual * slow_units, observed[ends]
 
     def _raw_parts(self, kl: np.ndarray, residual: np.ndarray, single: np.ndarray,
                    seen: np.ndarray) -> dict[str, np.ndarray]:
