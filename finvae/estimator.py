@@ -361,7 +361,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
     def _trailing_scale(self, values: np.ndarray) -> np.ndarray:
         """The scale of the model's inputs: the larger of the EWMA volatilities, day by day and asset by asset."""
         scales = self._trailing_scales(values)
-        return scales[0] if len(scales) == 1 else np.maximum.reduce(scales)
+        return scales[0] if len(scales) == 1 else np.maximum(*scales, out=scales[0])
 
     def _slow_units(self, values: np.ndarray, ends: np.ndarray) -> np.ndarray | float:
         """Model scale ÷ the slowest EWMA volatility at ``ends``: turns a scaled residual into slow-volatility units."""
@@ -369,10 +369,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
         if len(scales) == 1:
             return 1.0
         slow = scales.pop(int(np.argmax(self._vol_halflives())))
-        # max(legs) / slow = max(1, other legs / slow), computed in place to keep memory at three arrays
-        ratio = np.maximum.reduce(scales) if len(scales) > 1 else scales[0]
+        ratio = scales[0]  # the other (fast) leg; in place below, to keep memory at two arrays
         np.divide(ratio, slow, out=ratio)
-        np.maximum(ratio, 1.0, out=ratio)
+        np.maximum(ratio, 1.0, out=ratio)  # max(fast, slow) / slow
         return ratio[ends]
 
     def _scored_ends(self, observed: np.ndarray) -> np.ndarray:
