@@ -192,7 +192,8 @@ class Adam:
     long as a whole FinVAE fit on 30 years of daily returns), and the trainer
     never compiles anything. And speed: the parameters are moved into one flat
     buffer, each staying a view of its slice, so that clipping and the update
-    are a dozen operations on one tensor. torch's multi-tensor kernels loop
+    are a dozen operations on one tensor. (So create it after moving the model
+    to its device: ``step`` raises if the parameters left the buffer.) torch's multi-tensor kernels loop
     over the tensors on a CPU, a dozen operations per parameter, which for
     FinVAE's small layers took a sixth of each training step.
     """
@@ -219,6 +220,11 @@ class Adam:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return
+        if self.params[0].data_ptr() != self.flat.data_ptr():
+            raise RuntimeError(
+                "The parameters no longer live in Adam's flat buffer: the model was moved (model.to(...)) or its "
+                "parameters replaced after the optimiser was created. Create the optimiser after moving the model."
+            )
         if len(live) < len(self.params) or len(set(self.steps)) > 1:
             self._step_each(live)  # rare: some parameters had no gradient
             return

@@ -179,6 +179,18 @@ def test_adam_keeps_each_parameter_a_view_of_its_flat_buffer():
     assert torch.equal(optimizer.flat[: model.encoder.net.weight.numel()], before["encoder.net.weight"].reshape(-1))
 
 
+def test_adam_refuses_to_step_parameters_that_left_its_buffer():
+    with seeded(0):
+        model = TinyVAE()
+    optimizer = training.Adam(model.parameters(), lr=0.1)
+    model.decoder.weight.data = model.decoder.weight.data.clone()  # what model.to(other_device) does
+    model.encoder.net.weight.data = model.encoder.net.weight.data.clone()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    with pytest.raises(RuntimeError, match="Create the optimiser after moving the model"):
+        optimizer.step()
+
+
 def test_adam_leaves_parameters_without_a_gradient_alone():
     a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
     optimizer = training.Adam([a, b], lr=0.1, max_grad_norm=1.0)
