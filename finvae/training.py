@@ -192,10 +192,12 @@ class Adam:
     long as a whole FinVAE fit on 30 years of daily returns), and the trainer
     never compiles anything. And speed: the parameters are moved into one flat
     buffer, each staying a view of its slice, so that clipping and the update
-    are a dozen operations on one tensor. (So create it after moving the model
-    to its device: ``step`` raises if the parameters left the buffer.) torch's multi-tensor kernels loop
+    are a dozen operations on one tensor. torch's multi-tensor kernels loop
     over the tensors on a CPU, a dozen operations per parameter, which for
     FinVAE's small layers took a sixth of each training step.
+
+    Create it after moving the model to its device: ``step`` raises if the
+    parameters have left the buffer.
     """
 
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
