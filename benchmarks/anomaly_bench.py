@@ -2,7 +2,10 @@
 
 Run ``python benchmarks/anomaly_bench.py`` (about a minute on 2 busy cores);
 ``--seeds 1 2 3`` averages over three plantings, ``--pyod`` adds PyOD's VAE,
-``--params '{"window": 40}'`` passes keyword arguments to FinVAE.
+``--params '{"window": 40}'`` passes keyword arguments to FinVAE. Variants that
+check robustness rather than one setting: ``--assets 10`` (the first ten stocks
+only), ``--split 2007-12-31`` (a test period that holds 2008), ``--sizes 6 3 2``
+(weaker anomalies: idio, market and dispersion sizes in ``sd``).
 
 **Data.** Daily log returns of the bundled sample (20 S&P 500 stocks,
 1990-2022, :func:`finvae.datasets.load_sp500_sample`). Dates up to ``--split``
@@ -256,6 +259,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--params", default="{}", help="JSON keyword arguments for FinVAE, e.g. '{\"window\": 40}'")
     parser.add_argument("--random-state", type=int, default=0, help="FinVAE's random_state (default 0)")
     parser.add_argument("--split", default=Design.split, help="last training date (default %(default)s)")
+    parser.add_argument("--assets", type=int, help="the first N stocks of the sample only (default: all 20)")
+    parser.add_argument("--sizes", type=float, nargs=3, metavar=("IDIO", "MARKET", "DISPERSION"),
+                        help="anomaly sizes in training standard deviations (default: 8 4 3)")
     parser.add_argument("--no-finvae", action="store_true", help="classical baselines only")
     parser.add_argument("--pyod", action="store_true", help="add PyOD's VAE on flattened windows (slow)")
     parser.add_argument("--quick", action="store_true",
@@ -276,12 +282,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     params = {"random_state": args.random_state, **json.loads(args.params)}
     design = Design(split=args.split)
+    if args.sizes:
+        design = replace(design, idio_sigma=args.sizes[0], market_sigma=args.sizes[1],
+                         dispersion_sigma=args.sizes[2])
     if args.quick:
         design = replace(design, n_per_kind=5)
         params.setdefault("epochs", 2)
         returns = sample_returns("2006-01-01", "2016-12-31", assets=6)
     else:
-        returns = sample_returns()
+        returns = sample_returns(assets=args.assets)
     train = returns.loc[: design.split]
 
     detectors: dict[str, Detector] = {"max_abs_z": max_abs_z, "pca3_residual": pca_residual,
@@ -293,7 +302,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     print(f"{returns.shape[1]} stocks, train {train.index[0].date()} .. {train.index[-1].date()} "
           f"({len(train)} days), test to {returns.index[-1].date()} ({len(returns) - len(train)} days); "
-          f"{design.n_per_kind} planted days per kind, {design.exclude_after} days after each left out")
+          f"{design.n_per_kind} planted days per kind, {design.exclude_after} days after each left out; sizes "
+          f"{design.idio_sigma:g} / {design.market_sigma:g} / {design.dispersion_sigma:g} sd")
     if "finvae" in detectors:
         print(f"FinVAE parameters: {params}")
 

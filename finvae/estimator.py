@@ -26,6 +26,22 @@ __all__ = ["FinVAE", "elbo_scorer"]
 #: The parts of the anomaly score, each calibrated on the training period (see ``FinVAE.score``).
 SCORE_PARTS = ("kl", "residual", "max_residual")
 
+#: The residual part is this quantile of a day's squared residuals over its observed assets: it
+#: rises when most assets miss their reconstruction at once (a broken cross-section), and one
+#: stock's jump, left to ``max_residual``, cannot move it.
+BREADTH_QUANTILE = 0.3
+
+#: Nats taken off the residual part's surprise before the score takes the largest part. A low
+#: quantile of squared residuals has a light tail in training, so its fitted tail over-rates the
+#: broad real breaks of later years (the 2016 election, the November 2020 vaccine rotation) against
+#: the other parts. Chosen on planted-anomaly sets kept apart from the ones that check it
+#: (benchmarks/README.md).
+RESIDUAL_DISCOUNT = 1.5
+
+#: Saved models: the ``format`` written by ``FinVAE.save``. Format 1 (finvae before the
+#: breadth residual) scored the mean squared residual; its calibration does not fit this part.
+SAVE_FORMAT = "finvae.FinVAE/2"
+
 #: Window ends per training example (see ``WindowBatches``), at least. Each example also carries
 #: the ``window - 1`` days of context its first window needs, so longer stretches recompute less
 #: context: 64 trains about a sixth faster than 32, with the same validation loss and planted-anomaly
@@ -439,12 +455,14 @@ class FinVAE(TransformerMixin, BaseEstimator):
         asset_surprise[~seen] = 0.0
         return {
             "kl": kl,
-            "residual": (residual**2).sum(axis=1) / seen.sum(axis=1),
+            "residual": _observed_quantile(np.square(residual, dtype=np.float64), seen, BREADTH_QUANTILE),
             "max_residual": asset_surprise.max(axis=1, initial=0.0),
         }
 
     def _part_surprises(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {name: _tail_score(parts[name], self.calibration_[name]) for name in SCORE_PARTS}
+        surprises = {name: _tail_score(parts[name], self.calibration_[name]) for name in SCORE_PARTS}
+        surprises["residual"] -= RESIDUAL_DISCOUNT
+        return surprises
 
     def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         return np.max(list(self._part_surprises(parts).values()), axis=0)
@@ -498,8 +516,16 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
         - ``kl``: the KL divergence of the day's posterior from the prior, large
           when the day's factors are far from usual (a market-wide shock);
-        - ``residual``: the mean squared residual of the day's scaled returns
-          in units of each asset's noise scale (a broken cross-section);
+        - ``residual``: how broadly the day's cross-section broke: the 30th
+          percentile (``BREADTH_QUANTILE``) of the squared residuals of its
+          scaled returns, in units of each asset's noise scale, over the
+          assets observed that day. It is large only when most assets miss
+          their reconstruction at once; one stock's jump moves it little
+          (that is ``max_residual``'s job), so real single-stock news does not
+          crowd out broad breaks. With 10 stocks instead of 20, the mean
+          squared residual that it replaces caught planted dispersion with an
+          average precision of 0.81 against 0.98 for the best classical
+          baseline (benchmarks/README.md);
         - ``max_residual``: the most surprising residual of one asset (a
           single-asset jump), each asset's absolute residual judged against
           its own training history, since a 6-sigma day means less for a
@@ -519,10 +545,14 @@ class FinVAE(TransformerMixin, BaseEstimator):
         tail: in units of trailing volatility, a 20-sigma jump is far more
         surprising than a 10-sigma one, not a little more); their maximum over
         assets, already in nats, is calibrated once more as a day-level
-        statistic with an exponential tail in its value. The score is the
-        largest of the three surprises: 4.6 means "as rare as the 1 % most
-        extreme training days" on the most extreme part.
-        :meth:`score_parts` gives the three surprises.
+        statistic with an exponential tail in its value. The residual part's
+        surprise is then lowered by ``RESIDUAL_DISCOUNT`` (1.5 nats): a low
+        quantile has a light tail in training, and its fitted tail would
+        over-rate the broad real breaks of later years against the other
+        parts. The score is the largest of the three surprises: 4.6 means "as
+        rare as the 1 % most extreme training days" on the most extreme part.
+        :meth:`score_parts` gives the three surprises, the residual one
+        after its discount.
 
         Parameters
         ----------
@@ -744,7 +774,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         tensors["scale_"] = torch.from_numpy(self.scale_)
         save_file(tensors, path / "model.safetensors")
         state = {
-            "format": "finvae.FinVAE/1",
+            "format": SAVE_FORMAT,
             "params": self.get_params(),
             "threshold_": self.threshold_,
             "n_features_in_": self.n_features_in_,
@@ -762,7 +792,12 @@ class FinVAE(TransformerMixin, BaseEstimator):
         """Load a model saved by :meth:`save` (reads JSON and safetensors only)."""
         path = Path(path)
         state = json.loads((path / "finvae.json").read_text())
-        if state.get("format") != "finvae.FinVAE/1":
+        if state.get("format") == "finvae.FinVAE/1":
+            raise DataError(
+                f"{path} holds a FinVAE saved by an older finvae, whose residual score part was the mean "
+                "squared residual; its calibration does not fit today's part. Fit the model again and save it."
+            )
+        if state.get("format") != SAVE_FORMAT:
             raise DataError(f"{path} does not hold a saved FinVAE (format {state.get('format')!r}).")
         params = state["params"]
         if isinstance(params.get("vol_halflife"), list):  # JSON has no tuples
@@ -795,6 +830,21 @@ def _seed(random_state) -> int | None:
     if random_state is None or isinstance(random_state, Integral):
         return random_state
     return int(random_state.randint(2**31 - 1))
+
+
+def _observed_quantile(values: np.ndarray, observed: np.ndarray, q: float) -> np.ndarray:
+    """Each row's ``q``-quantile over its observed entries (numpy's linear rule); 0 for a row with none."""
+    ordered = np.where(observed, values, np.inf)  # missing entries sort last
+    ordered.sort(axis=1)
+    last = np.maximum(observed.sum(axis=1) - 1, 0)
+    position = q * last
+    below = np.floor(position).astype(np.intp)
+    above = np.minimum(below + 1, last)
+    low = np.take_along_axis(ordered, below[:, None], axis=1)[:, 0]
+    high = np.take_along_axis(ordered, above[:, None], axis=1)[:, 0]
+    with np.errstate(invalid="ignore"):  # inf - inf on rows with nothing observed, replaced below
+        result = low + (position - below) * (high - low)
+    return np.where(observed.any(axis=1), result, 0.0)
 
 
 def _fit_tail(values: np.ndarray, pareto: bool = True) -> dict[str, object]:

@@ -22,7 +22,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 import finvae._validation as validation
 from finvae import DataError, FinVAE, elbo_scorer
-from finvae.estimator import SKLEARN_CHECKS_RULED_OUT, SKLEARN_DATA_LOOK_LIKE_PRICES
+from finvae.estimator import SKLEARN_CHECKS_RULED_OUT, SKLEARN_DATA_LOOK_LIKE_PRICES, _observed_quantile
 
 WINDOW = 5
 ASSETS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
@@ -344,6 +344,14 @@ def test_load_refuses_a_folder_that_holds_something_else(model, tmp_path):
         FinVAE.load(folder)
 
 
+def test_load_refuses_a_model_saved_with_the_older_residual_part(model, tmp_path):
+    folder = model.save(tmp_path / "model")
+    state = json.loads((folder / "finvae.json").read_text())
+    (folder / "finvae.json").write_text(json.dumps(state | {"format": "finvae.FinVAE/1"}))
+    with pytest.raises(DataError, match="older finvae.*Fit the model again"):
+        FinVAE.load(folder)
+
+
 def test_pickle_and_joblib_round_trips(model, returns, tmp_path):
     expected = model.score(returns)
     unpickled = pickle.loads(pickle.dumps(model))
@@ -533,6 +541,28 @@ def test_the_callers_data_are_never_modified():
     estimator = FinVAE(**FAST).fit(array)
     _outputs(estimator, array)
     np.testing.assert_array_equal(array, array_copy)
+
+
+def test_the_residual_part_measures_breadth_so_one_jump_cannot_move_it(model, returns):
+    # One stock's jump belongs to max_residual; the residual part (a low quantile of the day's
+    # squared residuals) rises only when most assets miss their reconstruction at once.
+    day = returns.index[250]
+    sd, mean = returns.iloc[:220].std(), returns.iloc[:220].mean()
+    jump, broken = returns.copy(), returns.copy()
+    jump.loc[day, "CCC"] += 10 * sd["CCC"]
+    broken.loc[day] = mean + 4 * sd * np.array([1, -1, 1, -1, 1])
+    plain, jumped, split = (model.score_parts(X).loc[day] for X in (returns, jump, broken))
+    assert jumped["max_residual"] > 4.6 and abs(jumped["residual"] - plain["residual"]) < 0.5
+    assert split["residual"] > jumped["residual"] + 3.0
+
+
+def test_observed_quantile_is_numpys_quantile_over_each_rows_observed_entries():
+    rng = np.random.default_rng(0)
+    values, observed = rng.random((40, 7)), rng.random((40, 7)) > 0.3
+    observed[3] = False
+    observed[4] = np.arange(7) == 2
+    expected = [np.quantile(row[seen], 0.3) if seen.any() else 0.0 for row, seen in zip(values, observed, strict=True)]
+    np.testing.assert_allclose(_observed_quantile(values, observed, 0.3), expected, rtol=1e-12)
 
 
 def test_a_bigger_single_asset_jump_is_clearly_more_surprising(model, returns):
