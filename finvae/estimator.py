@@ -455,7 +455,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         asset_surprise[~seen] = 0.0
         return {
             "kl": kl,
-            "residual": _observed_quantile(np.square(residual, dtype=np.float64), seen, BREADTH_QUANTILE),
+            "residual": _squared_quantile(residual, seen, BREADTH_QUANTILE),
             "max_residual": asset_surprise.max(axis=1, initial=0.0),
         }
 
@@ -832,9 +832,14 @@ def _seed(random_state) -> int | None:
     return int(random_state.randint(2**31 - 1))
 
 
-def _observed_quantile(values: np.ndarray, observed: np.ndarray, q: float) -> np.ndarray:
-    """Each row's ``q``-quantile over its observed entries (numpy's linear rule); 0 for a row with none."""
-    ordered = np.where(observed, values, np.inf)  # missing entries sort last
+def _squared_quantile(values: np.ndarray, observed: np.ndarray, q: float) -> np.ndarray:
+    """Each row's ``q``-quantile of ``values**2`` over its observed entries (numpy's linear rule).
+
+    0 for a row with nothing observed. Works on one copy of ``values``, sorted in place: this runs on
+    every scored day and asset at once.
+    """
+    ordered = np.square(values)  # missing entries sort last
+    ordered[~observed] = np.inf
     ordered.sort(axis=1)
     last = np.maximum(observed.sum(axis=1) - 1, 0)
     position = q * last
@@ -843,7 +848,7 @@ def _observed_quantile(values: np.ndarray, observed: np.ndarray, q: float) -> np
     low = np.take_along_axis(ordered, below[:, None], axis=1)[:, 0]
     high = np.take_along_axis(ordered, above[:, None], axis=1)[:, 0]
     with np.errstate(invalid="ignore"):  # inf - inf on rows with nothing observed, replaced below
-        result = low + (position - below) * (high - low)
+        result = low + (position - below) * (high.astype(np.float64) - low)
     return np.where(observed.any(axis=1), result, 0.0)
 
 

@@ -22,7 +22,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 import finvae._validation as validation
 from finvae import DataError, FinVAE, elbo_scorer
-from finvae.estimator import SKLEARN_CHECKS_RULED_OUT, SKLEARN_DATA_LOOK_LIKE_PRICES, _observed_quantile
+from finvae.estimator import SKLEARN_CHECKS_RULED_OUT, SKLEARN_DATA_LOOK_LIKE_PRICES, _squared_quantile
 
 WINDOW = 5
 ASSETS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
@@ -556,13 +556,14 @@ def test_the_residual_part_measures_breadth_so_one_jump_cannot_move_it(model, re
     assert split["residual"] > jumped["residual"] + 3.0
 
 
-def test_observed_quantile_is_numpys_quantile_over_each_rows_observed_entries():
+def test_squared_quantile_is_numpys_quantile_over_each_rows_observed_entries():
     rng = np.random.default_rng(0)
-    values, observed = rng.random((40, 7)), rng.random((40, 7)) > 0.3
+    values, observed = rng.normal(size=(40, 7)), rng.random((40, 7)) > 0.3
     observed[3] = False
     observed[4] = np.arange(7) == 2
-    expected = [np.quantile(row[seen], 0.3) if seen.any() else 0.0 for row, seen in zip(values, observed, strict=True)]
-    np.testing.assert_allclose(_observed_quantile(values, observed, 0.3), expected, rtol=1e-12)
+    expected = [np.quantile(row[seen] ** 2, 0.3) if seen.any() else 0.0
+                for row, seen in zip(values, observed, strict=True)]
+    np.testing.assert_allclose(_squared_quantile(values, observed, 0.3), expected, rtol=1e-12)
 
 
 def test_a_bigger_single_asset_jump_is_clearly_more_surprising(model, returns):
