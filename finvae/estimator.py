@@ -38,6 +38,12 @@ BREADTH_QUANTILE = 0.3
 #: (benchmarks/README.md).
 RESIDUAL_DISCOUNT = 1.5
 
+#: Each asset's residual tail is fitted on its last this many observed training days (about six
+#: years), not on all of them: a stock's own tail changes over the decades (a small company grows
+#: into a staple; early quotes can be stale), and the recent years say more about the next ones.
+#: The day-level parts keep the whole training period, whose rare market-wide days they need.
+ASSET_TAIL_DAYS = 1500
+
 #: Saved models: the ``format`` written by ``FinVAE.save``. Format 1 (finvae before the
 #: breadth residual) scored the mean squared residual; its calibration does not fit this part.
 SAVE_FORMAT = "finvae.FinVAE/2"
@@ -198,7 +204,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
     calibration_ : dict
         Per score part, its training distribution (see :meth:`score`).
     asset_calibration_ : list of dict
-        Per asset, the training distribution of its absolute residual.
+        Per asset, the distribution of its absolute residual over its last
+        ``ASSET_TAIL_DAYS`` (1,500) observed training days.
     mean_, scale_ : ndarray of shape (n_features_in_,)
         Training mean and standard deviation of each asset's returns.
     n_features_in_ : int
@@ -339,7 +346,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         self.model_.to("cpu")
         kl, residual, single, seen = self._day_statistics(values, scaled, observed, ends)
         self.asset_calibration_ = [
-            _fit_tail(np.abs(single[seen[:, i], i]), pareto=False) for i in range(single.shape[1])
+            _fit_tail(np.abs(single[seen[:, i], i][-ASSET_TAIL_DAYS:]), pareto=False) for i in range(single.shape[1])
         ]
         parts = self._raw_parts(kl, residual, single, seen)
         # max_residual is already a surprise in nats (a log scale): a Pareto tail on top would
@@ -528,8 +535,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
           best classical baseline (benchmarks/README.md);
         - ``max_residual``: the most surprising residual of one asset (a
           single-asset jump), each asset's absolute residual judged against
-          its own training history, since a 6-sigma day means less for a
-          volatile stock than for a staple. These residuals are measured in
+          its own recent training history (its last 1,500 observed training
+          days, ``ASSET_TAIL_DAYS``), since a 6-sigma day means less for a
+          volatile stock than for a staple, and a stock's character changes
+          over the decades. These residuals are measured in
           units of the asset's slow volatility (the longest half-life of
           ``vol_halflife``), not of the larger of the two: a market sell-off
           raises every stock's fast volatility within days, and would hide a

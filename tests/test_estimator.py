@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import check_estimator
 
 import finvae._validation as validation
+import finvae.estimator as estimator_module
 from finvae import DataError, FinVAE, elbo_scorer
 from finvae.estimator import SKLEARN_CHECKS_RULED_OUT, SKLEARN_DATA_LOOK_LIKE_PRICES, _squared_quantile
 
@@ -564,6 +565,19 @@ def test_squared_quantile_is_numpys_quantile_over_each_rows_observed_entries():
     expected = [np.quantile(row[seen] ** 2, 0.3) if seen.any() else 0.0
                 for row, seen in zip(values, observed, strict=True)]
     np.testing.assert_allclose(_squared_quantile(values, observed, 0.3), expected, rtol=1e-12)
+
+
+def test_each_assets_tail_is_fitted_on_its_last_observed_training_days(returns, monkeypatch):
+    monkeypatch.setattr(estimator_module, "ASSET_TAIL_DAYS", 60)
+    gappy = returns.iloc[:220].copy()
+    gappy.iloc[180:200, 1] = np.nan  # BBB's last 60 observed days reach back past the gap
+    fitted = FinVAE(**FAST).fit(gappy)
+    values, scaled, observed, ends, _, _ = fitted._prepare(gappy)
+    _, _, single, seen = fitted._day_statistics(values, scaled, observed, ends)
+    for i in (0, 1):
+        recent = np.abs(single[seen[:, i], i])[-60:]
+        assert fitted.asset_calibration_[i] == estimator_module._fit_tail(recent, pareto=False)
+    assert fitted.asset_calibration_[1] != estimator_module._fit_tail(np.abs(single[-60:, 1]), pareto=False)
 
 
 def test_a_bigger_single_asset_jump_is_clearly_more_surprising(model, returns):
