@@ -337,19 +337,15 @@ def assert_same_fitted_state(got: FinVAE, expected: FinVAE) -> None:
             assert a == b, name
 
 
-def test_load_refuses_a_folder_that_holds_something_else(model, tmp_path):
+@pytest.mark.parametrize(("saved_format", "message"), [
+    ("other/1", "does not hold a saved FinVAE"),
+    ("finvae.FinVAE/1", "older finvae.*Fit the model again"),  # the mean squared residual part
+])
+def test_load_refuses_a_folder_that_holds_something_else(model, tmp_path, saved_format, message):
     folder = model.save(tmp_path / "model")
     state = json.loads((folder / "finvae.json").read_text())
-    (folder / "finvae.json").write_text(json.dumps(state | {"format": "other/1"}))
-    with pytest.raises(DataError, match="does not hold a saved FinVAE"):
-        FinVAE.load(folder)
-
-
-def test_load_refuses_a_model_saved_with_the_older_residual_part(model, tmp_path):
-    folder = model.save(tmp_path / "model")
-    state = json.loads((folder / "finvae.json").read_text())
-    (folder / "finvae.json").write_text(json.dumps(state | {"format": "finvae.FinVAE/1"}))
-    with pytest.raises(DataError, match="older finvae.*Fit the model again"):
+    (folder / "finvae.json").write_text(json.dumps(state | {"format": saved_format}))
+    with pytest.raises(DataError, match=message):
         FinVAE.load(folder)
 
 
