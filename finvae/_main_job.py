@@ -26,8 +26,8 @@ __all__ = ["MainJobResult", "MarketShockVAE", "format_summary", "run_main_job"]
 #:   surprises (the KL part of the score), not on single-stock jumps that a 20-stock portfolio
 #:   barely feels;
 #: - ``vol_halflife=90``: surprise measured against a slow volatility (half-life about four
-#:   months). With FinVAE's default of 20 days the model's volatility catches up within days of a
-#:   shock, flags stop, and the long declines that make a drawdown go unflagged;
+#:   months). With a 20-day half-life (FinVAE's default then) the model's volatility catches up
+#:   within days of a shock, flags stop, and the long declines that make a drawdown go unflagged;
 #: - ``hold=63``: a quarter in which repeated flags keep the portfolio de-risked through a crisis;
 #: - ``exposure_when_flagged=0.5``: half, so that the sharp rebounds inside a crisis are not all missed;
 #: - the threshold flags 1 % of training days (FinVAE's default ``contamination``).
@@ -185,7 +185,7 @@ def run_main_job(
         Half-life in days of the trailing volatility that the walk-forward
         models measure surprise against (FinVAE's ``vol_halflife``). The
         reference model, for the factors and contributions, keeps FinVAE's
-        default (20).
+        default (the larger of a 5-day and a 60-day EWMA).
     hold, exposure_when_flagged, cost_bps
         Overlay settings (see :func:`finvae.backtest.anomaly_overlay`).
     figures : bool, default=True
