@@ -118,7 +118,9 @@ def spaced_days(n_days: int, n: int, gap: int, warmup: int, rng: np.random.Gener
         blocked[max(0, pos - gap) : pos + gap + 1] = True
         if len(chosen) == n:
             return np.sort(np.array(chosen))
-    raise ValueError(f"the test period ({n_days} days) has no room for {n} planted days {gap} days apart.")
+    raise ValueError(
+        f"the test period ({n_days} days) has no room for {n} planted days {gap} days apart; pass an earlier --split."
+    )
 
 
 def plant(returns: pd.DataFrame, design: Design, seed: int) -> Planting:
