@@ -85,3 +85,13 @@ def test_speed_bench_scale_child_small(capsys):
     result = _load("speed_bench").main(["--child", "--assets", "5", "--days", "200", "--window", "10"])
     assert result["peak_rss_mb"] > 0 and result["input_mb"] > 0
     assert '"peak_rss_mb"' in capsys.readouterr().out
+
+
+def test_variants_bench_quick(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports anomaly_bench, as a script run from its folder does
+    groups = _load("variants_bench").main(["--quick", "--random-states", "0"])
+    assert set(groups) == {"select", "check"}
+    assert all(-1.0 <= v <= 1.0 for v in groups.values())
+    out = capsys.readouterr().out
+    for name in ("std", "t10", "weak", "tm10", "s07", "strong"):
+        assert f" {name} " in out
