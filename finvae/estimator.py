@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
+from scipy.signal import lfilter
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -44,9 +45,19 @@ RESIDUAL_DISCOUNT = 1.5
 #: The day-level parts keep the whole training period, whose rare market-wide days they need.
 ASSET_TAIL_DAYS = 1500
 
-#: Saved models: the ``format`` written by ``FinVAE.save``. Format 1 (finvae before the
-#: breadth residual) scored the mean squared residual; its calibration does not fit this part.
-SAVE_FORMAT = "finvae.FinVAE/2"
+#: Half-life in scored days of the KL part's recent level. The part is the day's KL over the sum
+#: of its training mean and this level: a shock on a calm day counts in full, while the second
+#: and third day of a sell-off are measured against the days just before them, as the fast leg of
+#: the volatility scaling does for returns, but within a day or two (benchmarks/README.md).
+KL_HALFLIFE = 2.0
+
+#: Saved models: the ``format`` written by ``FinVAE.save``. Older formats' calibrations do not fit
+#: today's parts; loading them says why (``_OLDER_FORMATS``).
+SAVE_FORMAT = "finvae.FinVAE/3"
+_OLDER_FORMATS = {
+    "finvae.FinVAE/1": "its residual score part was the mean squared residual",
+    "finvae.FinVAE/2": "its KL score part was the day's KL alone, not relative to its recent level",
+}
 
 #: Window ends per training example (see ``WindowBatches``), at least. Each example also carries
 #: the ``window - 1`` days of context its first window needs, so longer stretches recompute less
@@ -206,6 +217,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
     asset_calibration_ : list of dict
         Per asset, the distribution of its absolute residual over its last
         ``ASSET_TAIL_DAYS`` (1,500) observed training days.
+    kl_mean_ : float
+        Mean KL divergence of the training days' codes, in nats: the long-run
+        level that the KL part is measured against (see :meth:`score`).
     mean_, scale_ : ndarray of shape (n_features_in_,)
         Training mean and standard deviation of each asset's returns.
     n_features_in_ : int
@@ -345,6 +359,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             self.history_ = train_vae(self.model_, data, config)
         self.model_.to("cpu")
         kl, residual, single, seen = self._day_statistics(values, scaled, observed, ends)
+        self.kl_mean_ = float(kl.mean())
         self.asset_calibration_ = [
             _fit_tail(np.abs(single[seen[:, i], i][-ASSET_TAIL_DAYS:]), pareto=False) for i in range(single.shape[1])
         ]
@@ -461,10 +476,15 @@ class FinVAE(TransformerMixin, BaseEstimator):
         ).reshape(single.shape)
         asset_surprise[~seen] = 0.0
         return {
-            "kl": kl,
+            "kl": self._kl_part(kl),
             "residual": _squared_quantile(residual, seen, BREADTH_QUANTILE),
             "max_residual": asset_surprise.max(axis=1, initial=0.0),
         }
+
+    def _kl_part(self, kl: np.ndarray) -> np.ndarray:
+        """The KL part before calibration: each day's KL over its training mean plus its recent level."""
+        # A floor, for a model whose codes all collapsed onto the prior (KL 0 everywhere).
+        return kl / np.maximum(self.kl_mean_ + _recent_level(kl, self.kl_mean_, KL_HALFLIFE), 1e-6)
 
     def _part_surprises(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         surprises = {name: _tail_score(parts[name], self.calibration_[name]) for name in SCORE_PARTS}
@@ -522,7 +542,17 @@ class FinVAE(TransformerMixin, BaseEstimator):
         Three parts are measured on that day:
 
         - ``kl``: the KL divergence of the day's posterior from the prior, large
-          when the day's factors are far from usual (a market-wide shock);
+          when the day's factors are far from usual (a market-wide shock),
+          divided by the sum of its training mean (``kl_mean_``) and its recent
+          level, an EWMA of the KL of the scored days before it (half-life
+          ``KL_HALFLIFE``, 2 days, started at the training mean). A shock on a
+          calm day counts in full; the days after it, during a sell-off, are
+          measured against the days just before them, so a crash counts on the
+          day it starts rather than on every day it lasts. The input's first
+          scored day starts from the training mean; a date without a score
+          leaves the level unchanged. On planted anomalies this found market
+          shocks and single-asset jumps more often among real crash days than
+          the KL alone (benchmarks/README.md);
         - ``residual``: how broadly the day's cross-section broke: the 30th
           percentile (``BREADTH_QUANTILE``) of the squared residuals of its
           scaled returns, in units of each asset's noise scale, over the
@@ -790,6 +820,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             "feature_names_in_": None if not hasattr(self, "feature_names_in_") else list(self.feature_names_in_),
             "calibration_": self.calibration_,
             "asset_calibration_": self.asset_calibration_,
+            "kl_mean_": self.kl_mean_,
             "history_": self.history_.reset_index().to_dict(orient="list"),
             "history_attrs": self.history_.attrs,  # best_epoch
         }
@@ -801,10 +832,11 @@ class FinVAE(TransformerMixin, BaseEstimator):
         """Load a model saved by :meth:`save` (reads JSON and safetensors only)."""
         path = Path(path)
         state = json.loads((path / "finvae.json").read_text())
-        if state.get("format") == "finvae.FinVAE/1":
+        if state.get("format") in _OLDER_FORMATS:
             raise DataError(
-                f"{path} holds a FinVAE saved by an older finvae, whose residual score part was the mean "
-                "squared residual; its calibration does not fit today's part. Fit the model again and save it."
+                f"{path} holds a FinVAE saved by an older finvae ({state['format']}): "
+                f"{_OLDER_FORMATS[state['format']]}, and its calibration does not fit today's score. "
+                "Fit the model again and save it."
             )
         if state.get("format") != SAVE_FORMAT:
             raise DataError(f"{path} does not hold a saved FinVAE (format {state.get('format')!r}).")
@@ -824,6 +856,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         model.threshold_ = state["threshold_"]
         model.calibration_ = state["calibration_"]
         model.asset_calibration_ = state["asset_calibration_"]
+        model.kl_mean_ = state["kl_mean_"]
         model.history_ = pd.DataFrame(state["history_"]).set_index("epoch")
         model.history_.attrs.update(state.get("history_attrs", {}))
         return model
@@ -839,6 +872,16 @@ def _seed(random_state) -> int | None:
     if random_state is None or isinstance(random_state, Integral):
         return random_state
     return int(random_state.randint(2**31 - 1))
+
+
+def _recent_level(values: np.ndarray, start: float, halflife: float) -> np.ndarray:
+    """EWMA of the values *before* each position, started at ``start``::
+
+        level[0] = start,    level[i+1] = lam * level[i] + (1 - lam) * values[i],    lam = 0.5 ** (1 / halflife)
+    """
+    lam = 0.5 ** (1.0 / halflife)
+    after = lfilter([1.0 - lam], [1.0, -lam], values, zi=[lam * start])[0]  # after[i] includes values[i]
+    return np.concatenate([[start], after[:-1]])
 
 
 def _squared_quantile(values: np.ndarray, observed: np.ndarray, q: float) -> np.ndarray:

@@ -23,7 +23,12 @@ from sklearn.utils.estimator_checks import check_estimator
 import finvae._validation as validation
 import finvae.estimator as estimator_module
 from finvae import DataError, FinVAE, elbo_scorer
-from finvae.estimator import SKLEARN_CHECKS_RULED_OUT, SKLEARN_DATA_LOOK_LIKE_PRICES, _squared_quantile
+from finvae.estimator import (
+    SKLEARN_CHECKS_RULED_OUT,
+    SKLEARN_DATA_LOOK_LIKE_PRICES,
+    _recent_level,
+    _squared_quantile,
+)
 
 WINDOW = 5
 ASSETS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
@@ -339,7 +344,8 @@ def assert_same_fitted_state(got: FinVAE, expected: FinVAE) -> None:
 
 @pytest.mark.parametrize(("saved_format", "message"), [
     ("other/1", "does not hold a saved FinVAE"),
-    ("finvae.FinVAE/1", "older finvae.*Fit the model again"),  # the mean squared residual part
+    ("finvae.FinVAE/1", "older finvae.*mean squared residual.*Fit the model again"),
+    ("finvae.FinVAE/2", "older finvae.*KL score part.*Fit the model again"),
 ])
 def test_load_refuses_a_folder_that_holds_something_else(model, tmp_path, saved_format, message):
     folder = model.save(tmp_path / "model")
@@ -551,6 +557,29 @@ def test_the_residual_part_measures_breadth_so_one_jump_cannot_move_it(model, re
     plain, jumped, split = (model.score_parts(X).loc[day] for X in (returns, jump, broken))
     assert jumped["max_residual"] > 4.6 and abs(jumped["residual"] - plain["residual"]) < 0.5
     assert split["residual"] > jumped["residual"] + 3.0
+
+
+def test_recent_level_is_an_ewma_of_the_days_before_each_day():
+    values = np.random.default_rng(0).exponential(size=30)
+    lam, level, expected = 0.5 ** (1 / 3.0), 1.7, []
+    for value in values:
+        expected.append(level)
+        level = lam * level + (1 - lam) * value
+    np.testing.assert_allclose(_recent_level(values, 1.7, 3.0), expected, rtol=1e-12)
+
+
+def test_the_kl_part_counts_a_crash_on_the_day_it_starts(model):
+    # The KL part is the day's KL over (training mean + recent level): a shock after calm days
+    # counts in full, the same KL on the next day of the shock counts less.
+    mean = model.kl_mean_
+    kl = np.full(12, mean)
+    kl[[8, 9]] = 10 * mean
+    residual, seen = np.zeros((12, 5)), np.ones((12, 5), bool)
+    part = model._raw_parts(kl, residual, residual, seen)["kl"]
+    np.testing.assert_allclose(part[:8], 0.5)
+    assert part[8] == pytest.approx(5.0)
+    assert part[9] < 0.7 * part[8]
+    assert part[10] < 0.5  # calm again, measured against a level the shock raised
 
 
 def test_squared_quantile_is_numpys_quantile_over_each_rows_observed_entries():
