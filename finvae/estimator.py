@@ -51,12 +51,18 @@ ASSET_TAIL_DAYS = 1500
 #: the volatility scaling does for returns, but within a day or two (benchmarks/README.md).
 KL_HALFLIFE = 2.0
 
+#: Half-life in days of each asset's recent residual level. The ``max_residual`` part judges each
+#: asset's absolute residual over the sum of its training mean and this level (an idiosyncratic
+#: volatility): real single-stock news comes in runs (a takeover story, a drug trial, an accounting
+#: scandal), and a jump in a stock whose own news has been quiet is the surprising one.
+ASSET_LEVEL_HALFLIFE = 20.0
+
 #: Saved models: the ``format`` written by ``FinVAE.save``. Older formats' calibrations do not fit
 #: today's parts; loading them says why (``_OLDER_FORMATS``).
 SAVE_FORMAT = "finvae.FinVAE/3"
 _OLDER_FORMATS = {
     "finvae.FinVAE/1": "its residual score part was the mean squared residual",
-    "finvae.FinVAE/2": "its KL score part was the day's KL alone, not relative to its recent level",
+    "finvae.FinVAE/2": "its KL and single-asset score parts were not relative to their recent levels",
 }
 
 #: Window ends per training example (see ``WindowBatches``), at least. Each example also carries
@@ -220,6 +226,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
     kl_mean_ : float
         Mean KL divergence of the training days' codes, in nats: the long-run
         level that the KL part is measured against (see :meth:`score`).
+    asset_residual_mean_ : ndarray of shape (n_features_in_,)
+        Each asset's mean absolute residual over its observed training days,
+        in units of its slow volatility: the long-run level that the
+        ``max_residual`` part measures its residuals against.
     mean_, scale_ : ndarray of shape (n_features_in_,)
         Training mean and standard deviation of each asset's returns.
     n_features_in_ : int
@@ -360,8 +370,13 @@ class FinVAE(TransformerMixin, BaseEstimator):
         self.model_.to("cpu")
         kl, residual, single, seen = self._day_statistics(values, scaled, observed, ends)
         self.kl_mean_ = float(kl.mean())
+        self.asset_residual_mean_ = np.array(
+            [np.abs(single[seen[:, i], i], dtype=np.float64).mean() if seen[:, i].any() else 1.0
+             for i in range(single.shape[1])]
+        )
         self.asset_calibration_ = [
-            _fit_tail(np.abs(single[seen[:, i], i][-ASSET_TAIL_DAYS:]), pareto=False) for i in range(single.shape[1])
+            _fit_tail(self._relative_residual(single[seen[:, i], i], i)[-ASSET_TAIL_DAYS:], pareto=False)
+            for i in range(single.shape[1])
         ]
         parts = self._raw_parts(kl, residual, single, seen)
         # max_residual is already a surprise in nats (a log scale): a Pareto tail on top would
@@ -471,15 +486,20 @@ class FinVAE(TransformerMixin, BaseEstimator):
     def _raw_parts(self, kl: np.ndarray, residual: np.ndarray, single: np.ndarray,
                    seen: np.ndarray) -> dict[str, np.ndarray]:
         """The three parts of each day's score, before their calibration."""
-        asset_surprise = np.column_stack(
-            [_tail_score(np.abs(single[:, i]), tail) for i, tail in enumerate(self.asset_calibration_)]
-        ).reshape(single.shape)
-        asset_surprise[~seen] = 0.0
+        asset_surprise = np.zeros(single.shape)
+        for i, tail in enumerate(self.asset_calibration_):
+            asset_surprise[seen[:, i], i] = _tail_score(self._relative_residual(single[seen[:, i], i], i), tail)
         return {
             "kl": self._kl_part(kl),
             "residual": _squared_quantile(residual, seen, BREADTH_QUANTILE),
             "max_residual": asset_surprise.max(axis=1, initial=0.0),
         }
+
+    def _relative_residual(self, residuals: np.ndarray, asset: int) -> np.ndarray:
+        """One asset's absolute residuals on its observed days, over its training mean plus its recent level."""
+        size = np.abs(residuals, dtype=np.float64)
+        mean = self.asset_residual_mean_[asset]
+        return size / (mean + _recent_level(size, mean, ASSET_LEVEL_HALFLIFE))
 
     def _kl_part(self, kl: np.ndarray) -> np.ndarray:
         """The KL part before calibration: each day's KL over its training mean plus its recent level."""
@@ -564,15 +584,21 @@ class FinVAE(TransformerMixin, BaseEstimator):
           an average precision of 0.82, against 0.96 for this part and for the
           best classical baseline (benchmarks/README.md);
         - ``max_residual``: the most surprising residual of one asset (a
-          single-asset jump), each asset's absolute residual judged against
-          its own recent training history (its last 1,500 observed training
-          days, ``ASSET_TAIL_DAYS``), since a 6-sigma day means less for a
-          volatile stock than for a staple, and a stock's character changes
-          over the decades. These residuals are measured in
-          units of the asset's slow volatility (the longest half-life of
-          ``vol_halflife``), not of the larger of the two: a market sell-off
-          raises every stock's fast volatility within days, and would hide a
-          stock's own jump in that week.
+          single-asset jump). Each asset's residual is measured in units of
+          its slow volatility (the longest half-life of ``vol_halflife``), not
+          of the larger of the two: a market sell-off raises every stock's
+          fast volatility within days, and would hide a stock's own jump in
+          that week. Its absolute value is then divided by the sum of the
+          asset's training mean (``asset_residual_mean_``) and its recent
+          level, an EWMA of the absolute residuals of its observed days before
+          (half-life ``ASSET_LEVEL_HALFLIFE``, 20 days): an idiosyncratic
+          volatility, since real single-stock news comes in runs and a jump
+          after quiet weeks is the surprising one. A day on which the asset
+          has no return leaves its level unchanged. The result is judged
+          against the asset's own recent training history (its last 1,500
+          observed training days, ``ASSET_TAIL_DAYS``), since a 6-sigma day
+          means less for a volatile stock than for a staple, and a stock's
+          character changes over the decades.
 
         Each part is turned into a surprise in nats, ``-log P(part >= value)``
         under its training distribution: the empirical one up to its 90th
@@ -811,6 +837,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
         tensors["mean_"] = torch.from_numpy(self.mean_)
         tensors["scale_"] = torch.from_numpy(self.scale_)
+        tensors["asset_residual_mean_"] = torch.from_numpy(self.asset_residual_mean_)
         save_file(tensors, path / "model.safetensors")
         state = {
             "format": SAVE_FORMAT,
@@ -847,6 +874,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         tensors = load_file(path / "model.safetensors")
         model.mean_ = tensors.pop("mean_").numpy()
         model.scale_ = tensors.pop("scale_").numpy()
+        model.asset_residual_mean_ = tensors.pop("asset_residual_mean_").numpy()
         model.n_features_in_ = state["n_features_in_"]
         if state["feature_names_in_"] is not None:
             model.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)

@@ -303,7 +303,8 @@ def test_save_and_load_give_the_same_model_from_safetensors_and_json_only(model,
     (header_size,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + header_size])
     tensors = set(header) - {"__metadata__"}
-    assert {"mean_", "scale_"} <= tensors and all(k.startswith("model.") for k in tensors - {"mean_", "scale_"})
+    arrays = {"mean_", "scale_", "asset_residual_mean_"}
+    assert arrays <= tensors and all(k.startswith("model.") for k in tensors - arrays)
     json.loads((folder / "finvae.json").read_text())  # plain JSON
 
     def no_unpickling(*args, **kwargs):
@@ -345,7 +346,7 @@ def assert_same_fitted_state(got: FinVAE, expected: FinVAE) -> None:
 @pytest.mark.parametrize(("saved_format", "message"), [
     ("other/1", "does not hold a saved FinVAE"),
     ("finvae.FinVAE/1", "older finvae.*mean squared residual.*Fit the model again"),
-    ("finvae.FinVAE/2", "older finvae.*KL score part.*Fit the model again"),
+    ("finvae.FinVAE/2", "older finvae.*KL and single-asset score parts.*Fit the model again"),
 ])
 def test_load_refuses_a_folder_that_holds_something_else(model, tmp_path, saved_format, message):
     folder = model.save(tmp_path / "model")
@@ -600,9 +601,24 @@ def test_each_assets_tail_is_fitted_on_its_last_observed_training_days(returns, 
     values, scaled, observed, ends, _, _ = fitted._prepare(gappy)
     _, _, single, seen = fitted._day_statistics(values, scaled, observed, ends)
     for i in (0, 1):
-        recent = np.abs(single[seen[:, i], i])[-60:]
+        recent = fitted._relative_residual(single[seen[:, i], i], i)[-60:]
         assert fitted.asset_calibration_[i] == estimator_module._fit_tail(recent, pareto=False)
-    assert fitted.asset_calibration_[1] != estimator_module._fit_tail(np.abs(single[-60:, 1]), pareto=False)
+    last_rows = fitted._relative_residual(single[:, 1], 1)[-60:]  # as if the gap's rows were observed
+    assert fitted.asset_calibration_[1] != estimator_module._fit_tail(last_rows, pareto=False)
+
+
+def test_a_jump_after_quiet_days_is_more_surprising_than_after_a_run_of_news(model):
+    # Each asset's residual is judged over its training mean plus its recent level: the same
+    # jump surprises less in a stock whose own residuals have been large for weeks.
+    mean = model.asset_residual_mean_[0]
+    quiet, loud = np.full((40, 5), mean), np.full((40, 5), mean)
+    loud[10:39, 0] = 4 * mean
+    quiet[39, 0] = loud[39, 0] = 12 * mean
+    seen, kl = np.ones((40, 5), bool), np.full(40, model.kl_mean_)
+    after_quiet, after_loud = (
+        model._raw_parts(kl, single, single, seen)["max_residual"][39] for single in (quiet, loud)
+    )
+    assert after_quiet > after_loud + 2.0
 
 
 def test_a_bigger_single_asset_jump_is_clearly_more_surprising(model, returns):
