@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from scipy.signal import lfilter
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -20,7 +19,7 @@ from finvae._validation import check_returns
 from finvae.nn._core import gaussian_kl
 from finvae.nn._returns import ReturnsVAE
 from finvae.training import TrainingConfig, resolve_device, seeded, torch_threads, train_vae
-from finvae.windows import WindowBatches, ewma_scale
+from finvae.windows import WindowBatches, ewma_scale, trailing_ewma
 
 __all__ = ["FinVAE", "elbo_scorer"]
 
@@ -499,12 +498,12 @@ class FinVAE(TransformerMixin, BaseEstimator):
         """One asset's absolute residuals on its observed days, over its training mean plus its recent level."""
         size = np.abs(residuals, dtype=np.float64)
         mean = self.asset_residual_mean_[asset]
-        return size / (mean + _recent_level(size, mean, ASSET_LEVEL_HALFLIFE))
+        return size / np.maximum(mean + trailing_ewma(size, mean, ASSET_LEVEL_HALFLIFE)[:-1], 1e-12)
 
     def _kl_part(self, kl: np.ndarray) -> np.ndarray:
         """The KL part before calibration: each day's KL over its training mean plus its recent level."""
         # A floor, for a model whose codes all collapsed onto the prior (KL 0 everywhere).
-        return kl / np.maximum(self.kl_mean_ + _recent_level(kl, self.kl_mean_, KL_HALFLIFE), 1e-6)
+        return kl / np.maximum(self.kl_mean_ + trailing_ewma(kl, self.kl_mean_, KL_HALFLIFE)[:-1], 1e-6)
 
     def _part_surprises(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         surprises = {name: _tail_score(parts[name], self.calibration_[name]) for name in SCORE_PARTS}
@@ -570,9 +569,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
           measured against the days just before them, so a crash counts on the
           day it starts rather than on every day it lasts. The input's first
           scored day starts from the training mean; a date without a score
-          leaves the level unchanged. On planted anomalies this found market
-          shocks and single-asset jumps more often among real crash days than
-          the KL alone (benchmarks/README.md);
+          leaves the level unchanged. On planted anomalies, this ranks planted
+          market shocks and single-asset jumps above more of the real crash
+          days than the KL alone does (benchmarks/README.md);
         - ``residual``: how broadly the day's cross-section broke: the 30th
           percentile (``BREADTH_QUANTILE``) of the squared residuals of its
           scaled returns, in units of each asset's noise scale, over the
@@ -900,16 +899,6 @@ def _seed(random_state) -> int | None:
     if random_state is None or isinstance(random_state, Integral):
         return random_state
     return int(random_state.randint(2**31 - 1))
-
-
-def _recent_level(values: np.ndarray, start: float, halflife: float) -> np.ndarray:
-    """EWMA of the values *before* each position, started at ``start``::
-
-        level[0] = start,    level[i+1] = lam * level[i] + (1 - lam) * values[i],    lam = 0.5 ** (1 / halflife)
-    """
-    lam = 0.5 ** (1.0 / halflife)
-    after = lfilter([1.0 - lam], [1.0, -lam], values, zi=[lam * start])[0]  # after[i] includes values[i]
-    return np.concatenate([[start], after[:-1]])
 
 
 def _squared_quantile(values: np.ndarray, observed: np.ndarray, q: float) -> np.ndarray:

@@ -51,19 +51,30 @@ def ewma_scale(
     -------
     scale : ndarray of shape (n_days, n_assets), float32
     """
-    lam = 0.5 ** (1.0 / halflife)
     scale = np.empty(returns.shape, dtype=np.float32)
     # Column by column, as a linear filter over each asset's observed days: memory stays at
     # one (n_days, n_assets) array, and the recursion runs in C, not in a Python loop.
     for j, column in enumerate(returns.T):
         observed = ~np.isnan(column)
-        after, _ = lfilter([1.0 - lam], [1.0, -lam], np.square(column[observed], dtype=np.float64),
-                           zi=[lam * float(initial_var[j])])  # the variance after each observed day
-        variance = np.concatenate(([float(initial_var[j])], after))
+        # the variance before each observed day, and after the last
+        variance = trailing_ewma(np.square(column[observed], dtype=np.float64), float(initial_var[j]), halflife)
         # Day t sees the variance after the last observed day before it; NaN days carry it forward.
         observed_before = np.cumsum(observed) - observed
         scale[:, j] = np.maximum(np.sqrt(variance[observed_before]), floor[j])
     return scale
+
+
+def trailing_ewma(values: np.ndarray, start: float, halflife: float) -> np.ndarray:
+    """Exponentially weighted mean of ``values`` known before each position, and after the last::
+
+        level[0] = start,    level[i+1] = lam * level[i] + (1 - lam) * values[i],    lam = 0.5 ** (1 / halflife)
+
+    Returns ``level``, of length ``len(values) + 1``: ``level[i]`` uses ``values[:i]`` only. A
+    linear filter, so the recursion runs in C, not in a Python loop.
+    """
+    lam = 0.5 ** (1.0 / halflife)
+    after, _ = lfilter([1.0 - lam], [1.0, -lam], np.asarray(values, dtype=np.float64), zi=[lam * start])
+    return np.concatenate(([start], after))
 
 
 def sliding_windows(values: Tensor, window: int) -> Tensor:

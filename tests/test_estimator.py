@@ -26,7 +26,6 @@ from finvae import DataError, FinVAE, elbo_scorer
 from finvae.estimator import (
     SKLEARN_CHECKS_RULED_OUT,
     SKLEARN_DATA_LOOK_LIKE_PRICES,
-    _recent_level,
     _squared_quantile,
 )
 
@@ -558,15 +557,6 @@ def test_the_residual_part_measures_breadth_so_one_jump_cannot_move_it(model, re
     plain, jumped, split = (model.score_parts(X).loc[day] for X in (returns, jump, broken))
     assert jumped["max_residual"] > 4.6 and abs(jumped["residual"] - plain["residual"]) < 0.5
     assert split["residual"] > jumped["residual"] + 3.0
-
-
-def test_recent_level_is_an_ewma_of_the_days_before_each_day():
-    values = np.random.default_rng(0).exponential(size=30)
-    lam, level, expected = 0.5 ** (1 / 3.0), 1.7, []
-    for value in values:
-        expected.append(level)
-        level = lam * level + (1 - lam) * value
-    np.testing.assert_allclose(_recent_level(values, 1.7, 3.0), expected, rtol=1e-12)
 
 
 def test_the_kl_part_counts_a_crash_on_the_day_it_starts(model):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from finvae.windows import WindowBatches, ewma_scale, sliding_windows
+from finvae.windows import WindowBatches, ewma_scale, sliding_windows, trailing_ewma
 
 NAN = np.nan
 
@@ -78,6 +78,16 @@ def test_ewma_scale_does_not_modify_its_input():
 
 
 # ------------------------------------------------------------------ sliding_windows
+
+
+def test_trailing_ewma_gives_the_level_before_each_value_and_after_the_last():
+    values = np.random.default_rng(0).exponential(size=30)
+    lam, level, expected = 0.5 ** (1 / 3.0), 1.7, []
+    for value in values:
+        expected.append(level)
+        level = lam * level + (1 - lam) * value
+    expected.append(level)
+    np.testing.assert_allclose(trailing_ewma(values, 1.7, 3.0), expected, rtol=1e-12)
 
 
 def test_sliding_windows_is_a_view_and_window_i_ends_on_day_i_plus_window_minus_1():
