@@ -1,6 +1,6 @@
 """Planted anomalies on several variants of the sample: how a change to FinVAE was chosen, and checked.
 
-Run ``python benchmarks/variants_bench.py`` (about two minutes on 2 cores);
+Run ``python benchmarks/variants_bench.py`` (about 40 s on 2 cores);
 ``--params '{"window": 10}'`` passes keyword arguments to FinVAE, and
 ``--random-states 0 1 2 3`` fits each training set once per random state.
 
