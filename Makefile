@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/finvae: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,skfolio,dask,bench]"
 	touch $@
 
 run: $(BIN)/finvae
