@@ -208,8 +208,8 @@ def _read_returns(path: str, assume: str) -> pd.DataFrame:
             try:
                 load_returns(path, assume="prices")
             except DataError as exc:
-                raise DataError(f"{path} looks like prices (its values move {np.median(steps):.1%} a day), but "
-                                f"{exc} Pass --assume returns if the file really holds returns.") from None
+                raise DataError(f"{path} looks like prices (its values move {np.median(steps):.1%} a day) that are "
+                                f"not all positive: {exc} (--assume returns reads the file as returns.)") from None
     for warning in caught:  # load_returns names its Python argument: say the option instead
         text = str(warning.message)
         for holds in ("prices", "returns"):
@@ -245,17 +245,22 @@ def _umask() -> int:
     return umask
 
 
+def _check_model_target(folder: Path) -> None:
+    """DataError unless ``folder`` is missing, empty, or a model folder (which a new fit may replace)."""
+    from finvae._persistence import MODEL_FILES
+
+    if folder.exists() and not (folder.is_dir() and ((folder / MODEL_FILES[0]).is_file() or not any(folder.iterdir()))):
+        raise DataError(f"{folder} exists and is not a finvae model folder; it is left as it is. "
+                        "Pass a new folder (or an old model's folder, to replace that model) to --model.")
+
+
 def _save_model(model, folder: Path, info: dict) -> None:
     """Save to a new folder beside ``folder``, then swap it in: a crash never leaves half a model there."""
     import json
     import shutil
     import tempfile
 
-    from finvae._persistence import MODEL_FILES
-
-    if folder.exists() and not (folder.is_dir() and ((folder / MODEL_FILES[0]).is_file() or not any(folder.iterdir()))):
-        raise DataError(f"{folder} exists and is not a finvae model folder; it is left as it is. "
-                        "Pass a new folder (or an old model's folder, to replace that model) to --model.")
+    _check_model_target(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -323,6 +328,7 @@ def _fit_end(folder: Path) -> pd.Timestamp | None:
 def _cmd_fit(args: argparse.Namespace) -> int:
     from finvae import FinVAE
 
+    _check_model_target(Path(args.model))  # before the fit, not after it
     returns = _between(_read_returns(args.prices, args.assume), args.start, args.end, args.prices)
     model = FinVAE(window=args.window, latent_dim=args.latent_dim, epochs=args.epochs, random_state=args.seed,
                    verbose=0 if args.quiet else 1)
