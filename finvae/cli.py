@@ -453,7 +453,7 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
                      default=job.DEFAULT_EXPOSURE_WHEN_FLAGGED,
                      help="portfolio exposure while de-risked, 0 = all cash (default: %(default)g)")
     run.add_argument("--out", default="finvae-output", help="output folder (default: finvae-output)")
-    run.add_argument("--no-figures", action="store_true", help="write the CSV files only")
+    run.add_argument("--no-figures", action="store_true", help="no PNG figures: the CSV files and report.html only")
     run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
     run.set_defaults(func=_cmd_run)
 
