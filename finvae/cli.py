@@ -148,15 +148,17 @@ def _add_fit_parser(subparsers: argparse._SubParsersAction) -> None:
                     "--model (finvae.json and model.safetensors; a model already there is replaced). "
                     "Then score each new day with `finvae score`.")
     _add_input_arguments(fit, "folder to save the model in (created if missing)")
-    fit.add_argument("--start", type=_date, help="first date fitted on, YYYY-MM-DD (default: the first in PRICES)")
-    fit.add_argument("--end", type=_date, help="last date fitted on, inclusive (default: the last in PRICES)")
-    fit.add_argument("--window", type=_number(int, least=2), default=defaults.window,
+    fit.add_argument("--start", type=_date, metavar="DATE",
+                     help="first date fitted on, YYYY-MM-DD (default: the first in PRICES)")
+    fit.add_argument("--end", type=_date, metavar="DATE",
+                     help="last date fitted on, inclusive (default: the last in PRICES)")
+    fit.add_argument("--window", type=_number(int, least=2), default=defaults.window, metavar="N",
                      help="days per FinVAE window (default: %(default)s)")
-    fit.add_argument("--latent-dim", type=_number(int, least=1), default=defaults.latent_dim,
+    fit.add_argument("--latent-dim", type=_number(int, least=1), default=defaults.latent_dim, metavar="K",
                      help="number of latent factors (default: %(default)s)")
-    fit.add_argument("--epochs", type=_number(int, least=1), default=defaults.epochs,
+    fit.add_argument("--epochs", type=_number(int, least=1), default=defaults.epochs, metavar="N",
                      help="most training epochs (default: %(default)s)")
-    fit.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same model "
+    fit.add_argument("--seed", type=int, default=0, metavar="S", help="random seed: the same seed gives the same model "
                                                          "(default: 0)")
     fit.add_argument("--quiet", action="store_true", help="no training progress bar")
     fit.set_defaults(func=_cmd_fit)
@@ -172,10 +174,11 @@ def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
                     "trailing volatility of the days before it.")
     _add_input_arguments(score, "the folder that `finvae fit` (or FinVAE.save) wrote")
     score.add_argument("--out", required=True, metavar="CSV", help="CSV file to write ('-' for stdout)")
-    score.add_argument("--start", type=_date,
+    score.add_argument("--start", type=_date, metavar="DATE",
                        help="first date written (default: the first); the dates before still feed the scores")
-    score.add_argument("--end", type=_date, help="last date scored, inclusive (default: the last in PRICES)")
-    score.add_argument("--top", type=_number(int, least=1), default=3,
+    score.add_argument("--end", type=_date, metavar="DATE",
+                       help="last date scored, inclusive (default: the last in PRICES)")
+    score.add_argument("--top", type=_number(int, least=1), default=3, metavar="N",
                        help="assets listed per date in the top_assets column (default: %(default)s)")
     score.set_defaults(func=_cmd_score)
 

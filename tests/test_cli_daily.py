@@ -96,6 +96,14 @@ def test_score_start_keeps_the_history_and_reordered_columns_give_the_same(files
     assert "Latest, 2019-06-28: score" in printed and "out of sample" in printed
 
 
+def test_a_new_day_leaves_the_earlier_scores_as_they_were(files, prices, tmp_path):
+    prices.loc[:"2019-03-29"].to_csv(tmp_path / "until_march.csv")
+    assert main(["score", str(tmp_path / "until_march.csv"), "--model", str(files / "model"),
+                 "--out", str(tmp_path / "march.csv")]) == 0
+    earlier, full = _read(tmp_path / "march.csv"), _read(files / "scores.csv")
+    pd.testing.assert_frame_equal(earlier, full.loc[:"2019-03-29"])  # causal: later rows change no earlier score
+
+
 def _fails(argv, capsys, *fragments):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
