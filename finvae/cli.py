@@ -158,8 +158,8 @@ def _add_fit_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="number of latent factors (default: %(default)s)")
     fit.add_argument("--epochs", type=_number(int, least=1), default=defaults.epochs, metavar="N",
                      help="most training epochs (default: %(default)s)")
-    fit.add_argument("--seed", type=int, default=0, metavar="S", help="random seed: the same seed gives the same model "
-                                                         "(default: 0)")
+    fit.add_argument("--seed", type=int, default=0, metavar="S",
+                     help="random seed: the same file, dates and seed give the same model (default: 0)")
     fit.add_argument("--quiet", action="store_true", help="no training progress bar")
     fit.set_defaults(func=_cmd_fit)
 
