@@ -145,7 +145,7 @@ def write_report(result: MainJobResult, out_dir: str | Path, settings: Mapping[s
         f"<h1>finvae main job: {_e(scored)}</h1>",
         f'<p class="lead">{len(assets)} assets ({_e(_some(assets))}), {len(wf):,} dates scored out of sample; '
         f"written {_e(time.strftime('%Y-%m-%d %H:%M %Z'))}"
-        + (f", in {result.seconds:.0f} s" if np.isfinite(result.seconds) else "") + ".</p>",
+        + (f", in {_duration(result.seconds)}" if np.isfinite(result.seconds) else "") + ".</p>",
         "<nav>" + "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title, _ in sections) + "</nav>",
     ]
     body += [f'<section id="{key}"><h2>{_e(title)}</h2>{content}</section>' for key, title, content in sections]
@@ -168,6 +168,11 @@ def _e(value) -> str:
 def _some(names: Iterable, limit: int = 8) -> str:
     names = [str(n) for n in names]
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def _number(value, digits: int = 2) -> str:
