@@ -75,7 +75,19 @@ code { background: #f4f5f7; padding: 1px 4px; border-radius: 3px; }
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of Python and the packages behind a run: finvae, torch, numpy, pandas, scikit-learn, matplotlib."""
+    """Versions of Python and the packages behind a run: finvae, torch, numpy, pandas, scikit-learn, matplotlib.
+
+    Returns
+    -------
+    dict of str to str
+        Name → version, ``"not installed"`` for a missing package, and the platform.
+
+    Examples
+    --------
+    >>> from finvae.report import package_versions
+    >>> sorted(package_versions())[:3]
+    ['finvae', 'matplotlib', 'numpy']
+    """
     from importlib import metadata
 
     from finvae import __version__
