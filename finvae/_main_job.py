@@ -158,6 +158,9 @@ def run_main_job(
        equal-weight index; the factors; equity curves and drawdowns; per-asset
        contributions on the ten most anomalous scored days (shares of the
        reference model's residual, :meth:`finvae.FinVAE.score_assets`).
+    5. **Report**: ``report.html``, all of the above on one self-contained
+       page, with the flagged dates' top assets, the settings and the
+       package versions (:func:`finvae.report.write_report`), written last.
 
     Parameters
     ----------
