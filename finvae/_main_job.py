@@ -55,16 +55,12 @@ class MarketShockVAE(FinVAE):
 
     :meth:`score` returns the ``"kl"`` column of :meth:`FinVAE.score_parts`:
     how surprising the day's latent factors are under the training
-    distribution, in nats (large on market-wide shocks). Here that part is the
-    day's KL alone, not FinVAE's KL relative to its recent level: de-risking
-    wants the level of market-wide surprise, which stays high through a crisis
-    and keeps re-flagging it, not its onset. ``threshold_`` (and so
-    :meth:`predict`) is the ``1 - contamination`` quantile of this score on
-    the training dates. Everything else is FinVAE's.
+    distribution, in nats (large on market-wide shocks), without the
+    single-asset and cross-section parts, which a whole-portfolio overlay
+    barely feels. ``threshold_`` (and so :meth:`predict`) is the
+    ``1 - contamination`` quantile of this score on the training dates.
+    Everything else is FinVAE's.
     """
-
-    def _kl_part(self, kl: np.ndarray) -> np.ndarray:
-        return kl
 
     def fit(self, X, y=None) -> MarketShockVAE:
         super().fit(X)
