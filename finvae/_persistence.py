@@ -175,8 +175,8 @@ def check_state(state: Mapping, required_keys: Iterable[str], file: str | Path) 
     """DataError naming ``file`` unless ``state`` has ``required_keys`` and its common entries have usable types.
 
     Checks, where present: ``n_features_in_`` (an integer >= 1),
-    ``feature_names_in_`` (null or that many strings), ``threshold_`` and
-    ``kl_mean_`` (finite numbers), ``calibration_`` (an object),
+    ``feature_names_in_`` (null or that many strings), ``threshold_`` (a
+    finite number), ``calibration_`` (an object),
     ``asset_calibration_`` (a list of one entry per asset) and ``history_``
     (an object with an ``epoch`` column).
     """
@@ -186,9 +186,8 @@ def check_state(state: Mapping, required_keys: Iterable[str], file: str | Path) 
     if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)
                                   and (n is None or len(names) == n)):
         raise DataError(f"{file}: 'feature_names_in_' must be null or a list of {n} asset names. {_REFIT}")
-    for key in ("threshold_", "kl_mean_"):
-        if key in state:
-            check_number(state[key], key, file)
+    if "threshold_" in state:
+        check_number(state["threshold_"], "threshold_", file)
     if "calibration_" in state and not isinstance(state["calibration_"], dict):
         raise DataError(f"{file}: 'calibration_' must be an object. {_REFIT}")
     per_asset = state.get("asset_calibration_")

@@ -43,7 +43,7 @@ _OLDER_FORMATS = {
 }
 #: The entries of ``finvae.json`` that :meth:`FinVAE.load` reads (checked by ``_persistence.check_state``).
 _STATE_KEYS = ("params", "threshold_", "n_features_in_", "feature_names_in_", "calibration_",
-               "asset_calibration_", "kl_mean_", "history_")
+               "asset_calibration_", "history_")
 
 #: Window ends per training example (see ``WindowBatches``), at least. Each example also carries
 #: the ``window - 1`` days of context its first window needs, so longer stretches recompute less
@@ -787,8 +787,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         params = check_params(cls, state["params"], path / "finvae.json")  # lists as tuples: JSON has none
         model = cls(**params)
         tensors = read_tensors(path / "model.safetensors")
-        check_vectors(tensors, ("mean_", "scale_", "asset_residual_mean_"), state["n_features_in_"],
-                      path / "model.safetensors")
+        check_vectors(tensors, ("mean_", "scale_"), state["n_features_in_"], path / "model.safetensors")
         model.mean_ = tensors.pop("mean_").numpy()
         model.scale_ = tensors.pop("scale_").numpy()
         model.n_features_in_ = state["n_features_in_"]
