@@ -61,9 +61,9 @@ def read_json(path: str | Path, required_keys: Iterable[str] = ()) -> dict:
     try:
         state = json.loads(text)
     except json.JSONDecodeError as exc:
-        truncated = " (the file looks truncated)" if exc.pos >= len(text.rstrip()) else ""
+        truncated = " (the file looks truncated)" if not text.rstrip().endswith("}") else ""
         raise DataError(
-            f"{path} is not valid JSON{truncated}: {exc.msg} at line {exc.lineno}, column {exc.colno}. "
+            f"{path} is not valid JSON{truncated}: {exc.msg} (line {exc.lineno}, column {exc.colno}). "
             f"The file was damaged or edited. {_REFIT}"
         ) from None
     if not isinstance(state, dict):
