@@ -9,12 +9,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from finvae._exceptions import DataError
+from finvae._persistence import (
+    check_model_folder,
+    check_params,
+    check_state,
+    check_state_dict,
+    check_vectors,
+    read_json,
+    read_tensors,
+)
 from finvae._validation import check_returns
 from finvae.nn._core import gaussian_kl
 from finvae.nn._returns import ReturnsVAE
@@ -32,6 +41,9 @@ _OLDER_FORMATS = {
     "finvae.FinVAE/2": "its KL and single-asset score parts were not relative to their recent levels",
     "finvae.FinVAE/3": "its KL and single-asset score parts were relative to their recent levels",
 }
+#: The entries of ``finvae.json`` that :meth:`FinVAE.load` reads (checked by ``_persistence.check_state``).
+_STATE_KEYS = ("params", "threshold_", "n_features_in_", "feature_names_in_", "calibration_",
+               "asset_calibration_", "history_")
 
 #: Window ends per training example (see ``WindowBatches``), at least. Each example also carries
 #: the ``window - 1`` days of context its first window needs, so longer stretches recompute less
@@ -755,9 +767,14 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | Path) -> FinVAE:
-        """Load a model saved by :meth:`save` (reads JSON and safetensors only)."""
-        path = Path(path)
-        state = json.loads((path / "finvae.json").read_text())
+        """Load a model saved by :meth:`save` (reads JSON and safetensors only).
+
+        Raises :class:`DataError` naming the file and the fault for a folder
+        that is not a saved model, and for damaged files: truncated or edited
+        JSON, a missing file, a missing or mis-shaped tensor.
+        """
+        path = check_model_folder(path)
+        state = read_json(path / "finvae.json")
         if state.get("format") in _OLDER_FORMATS:
             raise DataError(
                 f"{path} holds a FinVAE saved by an older finvae ({state['format']}): "
@@ -766,18 +783,19 @@ class FinVAE(TransformerMixin, BaseEstimator):
             )
         if state.get("format") != SAVE_FORMAT:
             raise DataError(f"{path} does not hold a saved FinVAE (format {state.get('format')!r}).")
-        params = state["params"]
-        if isinstance(params.get("vol_halflife"), list):  # JSON has no tuples
-            params["vol_halflife"] = tuple(params["vol_halflife"])
+        check_state(state, _STATE_KEYS, path / "finvae.json")
+        params = check_params(cls, state["params"], path / "finvae.json")  # lists as tuples: JSON has none
         model = cls(**params)
-        tensors = load_file(path / "model.safetensors")
+        tensors = read_tensors(path / "model.safetensors")
+        check_vectors(tensors, ("mean_", "scale_"), state["n_features_in_"], path / "model.safetensors")
         model.mean_ = tensors.pop("mean_").numpy()
         model.scale_ = tensors.pop("scale_").numpy()
         model.n_features_in_ = state["n_features_in_"]
         if state["feature_names_in_"] is not None:
             model.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
         model.model_ = ReturnsVAE(model.n_features_in_, model.window, model.latent_dim, model.hidden)
-        model.model_.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items()})
+        tensors = check_state_dict(model.model_, tensors, path / "model.safetensors", prefix="model.")
+        model.model_.load_state_dict(tensors)
         model.model_.eval()
         model.threshold_ = state["threshold_"]
         model.calibration_ = state["calibration_"]

@@ -43,7 +43,7 @@ def job(returns, tmp_path_factory):
 
 def test_writes_every_table_and_figure(job):
     result, out = job
-    assert sorted(p.name for p in result.files) == sorted(CSV_FILES + PNG_FILES)
+    assert sorted(p.name for p in result.files) == sorted(CSV_FILES + PNG_FILES + ["report.html"])
     for name in CSV_FILES + PNG_FILES:
         assert (out / name).stat().st_size > 0, name
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -169,7 +169,7 @@ def test_run_on_a_prices_csv_exits_0_and_prints_the_summary(prices, tmp_path, ca
     for row in ("annual return", "Sharpe", "max drawdown", "days de-risked"):
         assert row in printed
     assert "overlay" in printed and "buy & hold" in printed and "vol target" in printed
-    assert sorted(p.name for p in out.iterdir()) == sorted(CSV_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(CSV_FILES + ["report.html"])
     assert list(pd.read_csv(out / "factors.csv", index_col="Date").columns) == ["factor_0", "factor_1"]
 
 
