@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -750,7 +751,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
         tensors["mean_"] = torch.from_numpy(self.mean_)
         tensors["scale_"] = torch.from_numpy(self.scale_)
-        save_file(tensors, path / "model.safetensors")
+        # Each file is written beside its final name, then renamed over it: a crash mid-save leaves
+        # the previous file whole, never a truncated one.
+        save_file(tensors, path / "model.safetensors.partial")
+        os.replace(path / "model.safetensors.partial", path / "model.safetensors")
         state = {
             "format": SAVE_FORMAT,
             "params": self.get_params(),
@@ -762,7 +766,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
             "history_": self.history_.reset_index().to_dict(orient="list"),
             "history_attrs": self.history_.attrs,  # best_epoch
         }
-        (path / "finvae.json").write_text(json.dumps(state, indent=1))
+        (path / "finvae.json.partial").write_text(json.dumps(state, indent=1))
+        os.replace(path / "finvae.json.partial", path / "finvae.json")
         return path
 
     @classmethod
