@@ -55,6 +55,8 @@ training date's state. Metrics:
    equal-weight portfolio return (buy and hold, simple) falls below the paths'
    1 %, 5 %, 95 % and 99 % quantiles, for the next day and the next 20 days,
    and the same for each stock's next-day return (averaged over stocks).
+5. **Memory**: the peak of one ``simulate`` call of 10,000 paths x 20 days x 500
+   stocks (a synthetic market; tracemalloc) and the process's maximum RSS.
 
 The numbers depend on the seed and the machine.
 """
@@ -312,6 +314,39 @@ def coverage(model, dynamics, baselines: Baselines, returns: pd.DataFrame, start
     return table
 
 
+# ----------------------------------------------------------------------------- memory
+
+
+def memory_check(seed: int, n_assets: int = 500, n_paths: int = 10_000, horizon: int = 20) -> dict[str, float]:
+    """Peak memory of ``simulate`` for ``n_paths`` x ``horizon`` x ``n_assets`` on a synthetic one-factor market.
+
+    The model (1 epoch) and its dynamics are built first; tracemalloc (which numpy reports its arrays to) then
+    measures the peak of the simulate call alone, and the resident set size is read before and after.
+    """
+    import resource
+    import tracemalloc
+
+    rng = np.random.default_rng(seed)
+    days = 800
+    vol = 0.01 * np.exp(np.cumsum(rng.normal(0, 0.05, days)) * 0.3)
+    values = vol[:, None] * (rng.standard_t(5, (days, 1)) * np.linspace(0.5, 1.5, n_assets) +
+                             rng.standard_normal((days, n_assets)))
+    returns = pd.DataFrame(values, index=pd.bdate_range("2000-01-03", periods=days),
+                           columns=[f"S{i}" for i in range(n_assets)])
+    model = FinVAE(epochs=1, random_state=seed, verbose=0).fit(returns)
+    dynamics = fit_dynamics(model, returns)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tracemalloc.start()
+    start = time.perf_counter()
+    paths = model.simulate(returns, horizon=horizon, n_paths=n_paths, random_state=seed, dynamics=dynamics)
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"output MB": paths.nbytes / 1e6, "peak traced MB": peak / 1e6, "seconds": seconds,
+            "max RSS before MB": rss_before, "max RSS after MB": rss_after}
+
+
 # ----------------------------------------------------------------------------- figure
 
 
@@ -347,7 +382,7 @@ def figure(path: str, real_windows: np.ndarray, synthetic_windows: np.ndarray, r
         vol = np.log(windows.mean(axis=2).std(axis=1) * np.sqrt(252))
         ax.hist(vol, bins=40, density=True, histtype="step", lw=2 if name == "real" else 1,
                 color="k" if name == "real" else None, label=name)
-    ax.set_title("log annualised vol of the portfolio, per window", fontsize=9)
+    ax.set_title("portfolio vol per window (log, annualised)", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Real 20-day windows (1990-2019) against FinVAE's synthetic ones (grey: stocks, black: "
                  "equal-weight portfolio)", fontsize=10)
@@ -470,12 +505,18 @@ def main(argv=None) -> dict[str, pd.DataFrame]:
               f"[{time.perf_counter() - clock:.0f} s]")
         print(oos.to_string(float_format=lambda v: f"{v:.1f}"))
 
+    memory = memory_check(args.seed, n_assets=50 if args.quick else 500, n_paths=200 if args.quick else 10_000)
+    print(f"\n5. Memory: simulate, {200 if args.quick else 10_000} paths x 20 days x {50 if args.quick else 500} "
+          f"stocks (synthetic market): output {memory['output MB']:.0f} MB, peak of the call "
+          f"{memory['peak traced MB']:.0f} MB (tracemalloc), {memory['seconds']:.1f} s; process max RSS "
+          f"{memory['max RSS before MB']:.0f} MB before, {memory['max RSS after MB']:.0f} MB after")
+
     if args.figure:
         figure(args.figure, real_windows, generators["FinVAE dynamics"][0][::w], real_path,
                {k: generators[k][1] for k in ("FinVAE dynamics", "GARCH-t CCC", "FHS")}, args.seed)
         print(f"\nfigure written to {args.figure}")
     print(f"\ntotal {time.perf_counter() - clock:.0f} s")
-    return {"discriminative": disc, "quant": quant, "facts": facts, "coverage": oos}
+    return {"discriminative": disc, "quant": quant, "facts": facts, "coverage": oos, "memory": memory}
 
 
 if __name__ == "__main__":

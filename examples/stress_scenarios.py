@@ -136,6 +136,10 @@ def main(argv=None) -> None:
     share = (simulated.paths[:, :, -1] <= loss).mean(axis=1)
     print("  share of simulated paths after 2019-12-31 losing at least as much, per strength: "
           + ", ".join(f"{s:g}: {p:.2%}" for s, p in zip(STRENGTHS, share, strict=True)))
+    pushed = stress_scenarios(model, train, crisis, [implied], at=at, n_paths=N_PATHS, random_state=args.seed,
+                              dynamics=dynamics).quantiles.iloc[0]
+    print(f"  simulated with the codes moved to that strength (hindsight): quantiles 1 % {pushed[0.01]:+.1%}, "
+          f"5 % {pushed[0.05]:+.1%}, median {pushed[0.5]:+.1%}")
     eve = returns.index[returns.index.get_loc(worst.index[0]) - 1]
     before = model.simulate(returns.loc[:eve], horizon=model.window, n_paths=N_PATHS, random_state=args.seed,
                             dynamics=dynamics)
