@@ -272,7 +272,8 @@ def extra_facts(windows: np.ndarray, paths: np.ndarray) -> dict[str, float]:
 
 def _portfolio(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Equal-weight buy-and-hold simple return over the first day and over all days of each path."""
-    return np.expm1(paths[:, 0]).mean(axis=1), np.expm1(paths.sum(axis=1)).mean(axis=1)
+    with np.errstate(over="ignore"):  # FHS's pure EWMA can run off to inf over 20 days from a stormy state
+        return np.expm1(paths[:, 0]).mean(axis=1), np.expm1(paths.sum(axis=1)).mean(axis=1)
 
 
 def coverage(model, dynamics, baselines: Baselines, returns: pd.DataFrame, start: str, horizon: int,

@@ -764,9 +764,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
         :mod:`finvae.simulation`: each window starts from the state (code and
         trailing volatilities) after a random date of the history, its codes
         follow a VAR(1) with real days' innovations, each day's residuals are
-        drawn with its innovation from the same real day, and the volatility is
-        driven forward by the model's own EWMA recursion (pulled toward the
-        training variance with the slow half-life). Volatility clusters, tails
+        drawn with its innovation from the same real day (real days in blocks of
+        ``window`` days on average), and the volatility is driven forward by the
+        model's own EWMA recursion (pulled toward the training variance with the
+        slow half-life). Volatility clusters, tails
         are fat, correlations rise in sell-offs, and volatility levels vary
         across windows as in the history.
 
