@@ -14,7 +14,10 @@ Three tools:
   norm, block-bootstrap intervals, and a noise baseline (the norm that the same
   mask, shifted to random other dates, gets) that says whether it is real;
 - :func:`stress_scenarios`: a window's codes moved along a vector, decoded into
-  returns, with per-asset and portfolio P&L and a side-by-side plot;
+  returns, with per-asset and portfolio P&L and a side-by-side plot; with
+  ``n_paths``, a distribution instead: paths simulated from the date's state
+  (:mod:`finvae.simulation`) with every simulated day's code moved, and the
+  quantiles of their P&L;
 - :func:`stylized_facts`: real against synthetic windows (tails, volatility
   clustering, cross-asset correlation, and a classifier two-sample test).
 
