@@ -1,7 +1,8 @@
 """Synthetic returns against real ones: discriminative score, Quant GANs' metrics, stylized facts, out-of-sample VaR.
 
 Run ``python benchmarks/stylized_facts_bench.py [--seed N] [--runs 5] [--figure docs/synthetic_windows.png]``
-(about 5 minutes on two free cores; ``--quick`` for a smoke run).
+(measured 4.4 to 7.3 minutes on two cores shared with other jobs, about 5 CPU-minutes;
+``--quick`` for a smoke run).
 
 FinVAE (default settings) is fitted on the bundled sample's daily log returns
 (20 stocks) from 1990-01-03 to ``--end`` (2019-12-31). Every generator below
