@@ -438,8 +438,9 @@ def main(argv=None) -> dict[str, pd.DataFrame]:
     n_static = -(-args.paths * args.length // w)
     generators = {
         "FinVAE dynamics": (model.sample(n, random_state=args.seed, dynamics=dynamics), long_finvae),
-        "FinVAE static": (model.sample(n, random_state=args.seed),  # iid days: long paths are windows end to end
-                          model.sample(n_static, random_state=args.seed + 1).reshape(-1, train.shape[1])
+        # iid days: its long paths are windows end to end
+        "FinVAE static": (model.sample(n, random_state=args.seed, dynamics=False),
+                          model.sample(n_static, random_state=args.seed + 1, dynamics=False).reshape(-1, train.shape[1])
                           [: args.paths * args.length].reshape(args.paths, args.length, -1)),
         "iid Gaussian": (base.iid_gaussian(n, w), base.iid_gaussian(args.paths, args.length)),
         "bootstrap days": (base.bootstrap(n, w), base.bootstrap(args.paths, args.length)),

@@ -29,6 +29,7 @@ from finvae._validation import check_returns
 from finvae.nn._core import gaussian_kl
 from finvae.nn._returns import ReturnsVAE
 from finvae.scoring import SCORE_PARTS, combine, fit_calibration, part_surprises, raw_parts, threshold
+from finvae.simulation import dynamics_arrays, dynamics_from_arrays, fit_dynamics
 from finvae.training import TrainingConfig, resolve_device, seeded, torch_threads, train_vae
 from finvae.windows import WindowBatches, ewma_scale
 
@@ -44,7 +45,7 @@ _OLDER_FORMATS = {
 }
 #: The entries of ``finvae.json`` that :meth:`FinVAE.load` reads (checked by ``_persistence.check_state``).
 _STATE_KEYS = ("params", "threshold_", "n_features_in_", "feature_names_in_", "calibration_",
-               "asset_calibration_", "history_")
+               "asset_calibration_", "dynamics_dates", "history_")
 
 #: Window ends per training example (see ``WindowBatches``), at least. Each example also carries
 #: the ``window - 1`` days of context its first window needs, so longer stretches recompute less
@@ -200,6 +201,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
     asset_calibration_ : list of dict
         Per asset, the distribution of its absolute residual, in units of its
         slow volatility, over its observed training days.
+    dynamics_ : finvae.simulation.Dynamics or None
+        The dynamic prior that :meth:`sample` and :meth:`simulate` draw from,
+        learned on the training returns (:func:`finvae.simulation.fit_dynamics`);
+        None when they had too few consecutive scored days.
     mean_, scale_ : ndarray of shape (n_features_in_,)
         Training mean and standard deviation of each asset's returns.
     n_features_in_ : int
@@ -341,6 +346,12 @@ class FinVAE(TransformerMixin, BaseEstimator):
         statistics = self._day_statistics(values, scaled, observed, ends)
         self.calibration_, self.asset_calibration_ = fit_calibration(*statistics)
         self.threshold_ = threshold(self._combine(self._raw_parts(*statistics)), self.contamination)
+        # What sample() and simulate() draw from by default (finvae.simulation). A history with too few
+        # consecutive scored days to learn the codes' VAR(1) leaves None; sample() then says so.
+        try:
+            self.dynamics_ = fit_dynamics(self, X)
+        except DataError:
+            self.dynamics_ = None
         return self
 
     # ------------------------------------------------------------ internals
@@ -673,10 +684,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
                noise: bool = True) -> np.ndarray:
         """Synthetic return windows drawn from the model.
 
-        With a history (``returns``, e.g. the training returns, or ``dynamics``
-        learned from one by :func:`finvae.simulation.fit_dynamics`), windows come
-        from the generative model *with volatility dynamics* of
-        :mod:`finvae.simulation`: each window starts from the state (code and
+        By default, windows come from the generative model *with volatility
+        dynamics* of :mod:`finvae.simulation`, learned at fit on the training
+        returns (``dynamics_``; or from another history, ``returns``, or given,
+        ``dynamics``): each window starts from the state (code and
         trailing volatilities) after a random date of the history, its codes
         follow a VAR(1) with real days' innovations, each day's residuals are
         drawn with its innovation from the same real day (real days in blocks of
@@ -686,7 +697,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         are fat, correlations rise in sell-offs, and volatility levels vary
         across windows as in the history.
 
-        Without a history, the static prior: each day's code is drawn from
+        With ``dynamics=False``, the static prior: each day's code is drawn from
         N(0, I) independently, decoded, and (with ``noise=True``) the
         likelihood's Gaussian noise is added, at one volatility
         (``volatility``, default the training standard deviation): a draw from
@@ -701,10 +712,12 @@ class FinVAE(TransformerMixin, BaseEstimator):
         returns : DataFrame, optional
             History to learn the dynamics and draw start dates from (its last
             date is the last used).
-        dynamics : finvae.simulation.Dynamics, optional
-            Dynamics already learned (saves re-encoding the history on each call).
+        dynamics : finvae.simulation.Dynamics or bool, optional
+            Default: the dynamics learned at fit (``dynamics_``), or from ``returns``
+            if given. A :class:`~finvae.simulation.Dynamics` to use instead, or
+            ``False`` for the static prior.
         volatility : see :meth:`decode`
-            Static prior only.
+            Static prior only (``dynamics=False``).
         noise : bool, default=True
             Add the residuals (static prior: the decoder's noise); False: the decoded codes only.
 
@@ -714,16 +727,20 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
         Examples
         --------
-        >>> windows = model.sample(500, random_state=0, returns=train)     # doctest: +SKIP
+        >>> windows = model.sample(500, random_state=0)                    # doctest: +SKIP
+        >>> static = model.sample(500, random_state=0, dynamics=False)     # doctest: +SKIP
         """
         check_is_fitted(self)
-        if returns is not None or dynamics is not None:
+        if dynamics is not False:
             if volatility is not None:
-                raise DataError("volatility applies to the static prior only: with returns or dynamics the "
-                                "volatility follows the simulated returns. Drop one of them.")
+                raise DataError("volatility applies to the static prior only (dynamics=False): with dynamics the "
+                                "volatility follows the simulated returns. Pass dynamics=False, or drop volatility.")
+            if returns is None and dynamics in (None, True):
+                dynamics = self._fitted_dynamics("sample with volatility dynamics")
             from finvae import simulation
 
-            return simulation.sample(self, n, random_state, returns=returns, dynamics=dynamics, noise=noise)
+            return simulation.sample(self, n, random_state, returns=returns,
+                                     dynamics=None if dynamics is True else dynamics, noise=noise)
         with seeded(_seed(random_state) if random_state is not None else None), torch.no_grad():
             z = torch.randn(n, self.window, self.latent_dim)
             decoded = self.model_.decode(z)
@@ -745,8 +762,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         ----------
         returns : DataFrame of shape (n_days, n_assets)
             Returns with the assets seen at fit, ending on the date to simulate
-            from; at least ``window`` rows (the dynamics are learned from them
-            unless ``dynamics`` is given).
+            from; at least ``window`` rows.
         horizon : int, default=20
             Days per path.
         n_paths : int, default=1000
@@ -754,7 +770,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
         random_state : int, RandomState, Generator or None
             Seed; the same seed gives the same paths.
         dynamics : finvae.simulation.Dynamics, optional
-            Dynamics learned once (:func:`finvae.simulation.fit_dynamics`), e.g. on the training returns.
+            The dynamic prior to run (:func:`finvae.simulation.fit_dynamics`). Default: the one learned
+            at fit on the training returns (``dynamics_``), or, for a model without one, learned from
+            ``returns``.
         shift : array-like of shape (latent_dim,), optional
             Added to each simulated day's code (a stress scenario).
 
@@ -769,7 +787,17 @@ class FinVAE(TransformerMixin, BaseEstimator):
         """
         from finvae import simulation
 
+        if dynamics is None:
+            dynamics = getattr(self, "dynamics_", None)
         return simulation.simulate(self, returns, horizon, n_paths, random_state, dynamics=dynamics, shift=shift)
+
+    def _fitted_dynamics(self, what: str):
+        if getattr(self, "dynamics_", None) is None:
+            raise DataError(
+                f"this model has no dynamics to {what}: its training returns had too few consecutive scored days "
+                "to learn them. Pass returns=<a longer history> (or dynamics=False for the static prior)."
+            )
+        return self.dynamics_
 
     def volatility(self, X):
         """Each asset's trailing volatility known at the previous close: the scale of the model's inputs.
@@ -823,6 +851,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
         tensors["mean_"] = torch.from_numpy(self.mean_)
         tensors["scale_"] = torch.from_numpy(self.scale_)
+        dynamics_dates = None
+        if getattr(self, "dynamics_", None) is not None:
+            arrays, dynamics_dates = dynamics_arrays(self.dynamics_)
+            tensors.update({f"dynamics.{name}": torch.from_numpy(array) for name, array in arrays.items()})
         # Each file is written beside its final name, then renamed over it: a crash mid-save leaves
         # the previous file whole, never a truncated one.
         save_file(tensors, path / "model.safetensors.partial")
@@ -835,6 +867,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             "feature_names_in_": None if not hasattr(self, "feature_names_in_") else list(self.feature_names_in_),
             "calibration_": self.calibration_,
             "asset_calibration_": self.asset_calibration_,
+            "dynamics_dates": dynamics_dates,
             "history_": self.history_.reset_index().to_dict(orient="list"),
             "history_attrs": self.history_.attrs,  # best_epoch
         }
@@ -870,6 +903,15 @@ class FinVAE(TransformerMixin, BaseEstimator):
         model.n_features_in_ = state["n_features_in_"]
         if state["feature_names_in_"] is not None:
             model.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
+        dynamics = {name.removeprefix("dynamics."): tensors.pop(name).numpy()
+                    for name in [name for name in tensors if name.startswith("dynamics.")]}
+        model.dynamics_ = None
+        if state["dynamics_dates"] is not None:
+            try:
+                model.dynamics_ = dynamics_from_arrays(dynamics, state["dynamics_dates"])
+            except (KeyError, ValueError, TypeError) as error:
+                raise DataError(f"{path / 'model.safetensors'}: the simulation dynamics are damaged ({error!r}). "
+                                "Fit the model again and save it.") from None
         model.model_ = ReturnsVAE(model.n_features_in_, model.window, model.latent_dim, model.hidden)
         tensors = check_state_dict(model.model_, tensors, path / "model.safetensors", prefix="model.")
         model.model_.load_state_dict(tensors)

@@ -63,8 +63,12 @@ from finvae._validation import check_returns
 
 __all__ = ["Dynamics", "fit_dynamics", "sample", "simulate", "state_at"]
 
+#: The arrays of a :class:`Dynamics`, as saved with a model (``FinVAE.save``): name → dtype.
+_ARRAYS = {"intercept": np.float64, "transition": np.float64, "innovations": np.float64, "residuals": np.float32,
+           "codes": np.float64, "variances": np.float32, "follows": np.bool_}
 
-@dataclass(frozen=True, repr=False)
+
+@dataclass(frozen=True, repr=False, eq=False)
 class Dynamics:
     """The dynamic prior of a fitted FinVAE: a VAR(1) on its codes and a pool of real days to draw from.
 
@@ -102,6 +106,20 @@ class Dynamics:
         radius = float(np.abs(np.linalg.eigvals(self.transition)).max()) if self.transition.size else 0.0
         return (f"Dynamics(latent_dim={len(self.intercept)}, pool of {len(self.innovations)} days, "
                 f"{len(self.codes)} start states, VAR(1) spectral radius {radius:.3f})")
+
+
+def dynamics_arrays(dynamics: Dynamics) -> tuple[dict[str, np.ndarray], list]:
+    """The arrays of ``dynamics`` (booleans as uint8) and its dates as JSON values, for saving without pickle."""
+    arrays = {name: np.ascontiguousarray(getattr(dynamics, name), dtype=np.uint8 if dtype is np.bool_ else dtype)
+              for name, dtype in _ARRAYS.items()}
+    dates = dynamics.dates
+    return arrays, [d.isoformat() for d in dates] if isinstance(dates, pd.DatetimeIndex) else [int(d) for d in dates]
+
+
+def dynamics_from_arrays(arrays: dict[str, np.ndarray], dates: list) -> Dynamics:
+    """The inverse of :func:`dynamics_arrays`."""
+    index = pd.DatetimeIndex(dates) if dates and isinstance(dates[0], str) else pd.Index(dates, dtype=np.int64)
+    return Dynamics(**{name: np.asarray(arrays[name]).astype(dtype) for name, dtype in _ARRAYS.items()}, dates=index)
 
 
 # ----------------------------------------------------------------------------- states and fitting

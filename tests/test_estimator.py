@@ -27,6 +27,7 @@ from finvae.estimator import (
     SKLEARN_DATA_LOOK_LIKE_PRICES,
 )
 from finvae.scoring import fit_tail
+from finvae.simulation import Dynamics
 
 WINDOW = 5
 ASSETS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
@@ -302,7 +303,7 @@ def test_save_and_load_give_the_same_model_from_safetensors_and_json_only(model,
     header = json.loads(raw[8 : 8 + header_size])
     tensors = set(header) - {"__metadata__"}
     arrays = {"mean_", "scale_"}
-    assert arrays <= tensors and all(k.startswith("model.") for k in tensors - arrays)
+    assert arrays <= tensors and all(k.startswith(("model.", "dynamics.")) for k in tensors - arrays)
     json.loads((folder / "finvae.json").read_text())  # plain JSON
 
     def no_unpickling(*args, **kwargs):
@@ -337,6 +338,11 @@ def assert_same_fitted_state(got: FinVAE, expected: FinVAE) -> None:
         elif isinstance(b, np.ndarray):
             np.testing.assert_array_equal(a, b, err_msg=name)
             assert a.dtype == b.dtype, name
+        elif isinstance(b, Dynamics):
+            assert a.dates.equals(b.dates), name
+            for field in ("intercept", "transition", "innovations", "residuals", "codes", "variances", "follows"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=f"{name}.{field}")
+                assert getattr(a, field).dtype == getattr(b, field).dtype, f"{name}.{field}"
         else:
             assert a == b, name
 

@@ -54,10 +54,31 @@ def test_sample_with_dynamics_shapes_seeds_and_static_fallback(fitted):
     assert windows.shape == (40, WINDOW, 4) and windows.dtype == np.float64
     np.testing.assert_array_equal(windows, model.sample(40, random_state=0, dynamics=dynamics))
     assert not np.allclose(windows, model.sample(40, random_state=1, dynamics=dynamics))
-    static = model.sample(40, random_state=0)  # no history: the static prior, as before
+    static = model.sample(40, random_state=0, dynamics=False)  # the static prior, as before
     assert static.shape == windows.shape and not np.allclose(static, windows)
     with pytest.raises(DataError, match="static prior only"):
         model.sample(3, returns=returns, volatility=np.ones(4))
+
+
+def test_dynamics_are_learned_at_fit_and_saved(fitted, tmp_path):
+    model, returns, dynamics = fitted
+    # sample(n) draws from the dynamics learned on the training returns, without being given them
+    np.testing.assert_array_equal(model.sample(25, random_state=3), model.sample(25, random_state=3, dynamics=dynamics))
+    np.testing.assert_array_equal(model.dynamics_.residuals, dynamics.residuals)
+    loaded = FinVAE.load(model.save(tmp_path / "model"))
+    assert loaded.dynamics_.dates.equals(dynamics.dates)
+    np.testing.assert_array_equal(loaded.sample(25, random_state=3), model.sample(25, random_state=3))
+    np.testing.assert_array_equal(loaded.simulate(returns, 5, 10, 0), model.simulate(returns, 5, 10, 0))
+    with pytest.raises(DataError, match="dynamics=False"):
+        model.sample(3, volatility=np.ones(4))
+
+
+def test_a_model_too_short_for_dynamics_says_so():
+    model = FinVAE(window=WINDOW, latent_dim=2, hidden=8, epochs=1, random_state=0, verbose=0).fit(market(8))
+    assert model.dynamics_ is None
+    with pytest.raises(DataError, match="no dynamics"):
+        model.sample(3)
+    assert model.sample(3, random_state=0, dynamics=False).shape == (3, WINDOW, 4)
 
 
 def test_a_stormy_date_gives_wider_paths_than_a_calm_one(fitted):
@@ -76,7 +97,7 @@ def test_sampled_windows_spread_over_volatility_regimes(fitted):
     vols = model.sample(600, random_state=0, dynamics=dynamics).std(axis=1).mean(axis=1)
     # about a tenth of the history is stormy: some windows must be several times as volatile as the median one
     assert np.quantile(vols, 0.97) > 2.5 * np.median(vols)
-    static = model.sample(600, random_state=0).std(axis=1).mean(axis=1)
+    static = model.sample(600, random_state=0, dynamics=False).std(axis=1).mean(axis=1)
     assert np.quantile(static, 0.97) < 2.0 * np.median(static)
 
 
