@@ -29,7 +29,7 @@ from finvae._validation import check_returns
 from finvae.nn._core import gaussian_kl
 from finvae.nn._returns import ReturnsVAE
 from finvae.scoring import SCORE_PARTS, combine, fit_calibration, part_surprises, raw_parts, threshold
-from finvae.simulation import dynamics_arrays, dynamics_from_arrays, fit_dynamics
+from finvae.simulation import dynamics_arrays, dynamics_from_arrays, training_dynamics
 from finvae.training import TrainingConfig, resolve_device, seeded, torch_threads, train_vae
 from finvae.windows import WindowBatches, ewma_scale
 
@@ -301,7 +301,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         -------
         self : FinVAE
         """
-        values, _, _ = check_returns(X, window=self.window)
+        values, index, _ = check_returns(X, window=self.window)
         validate_data(self, X, reset=True, skip_check_array=True)
         self._vol_halflives()  # a pair must hold two positive numbers
         self.mean_ = np.nanmean(values, axis=0)
@@ -348,10 +348,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
         self.threshold_ = threshold(self._combine(self._raw_parts(*statistics)), self.contamination)
         # What sample() and simulate() draw from by default (finvae.simulation). A history with too few
         # consecutive scored days to learn the codes' VAR(1) leaves None; sample() then says so.
-        try:
-            self.dynamics_ = fit_dynamics(self, X)
-        except DataError:
-            self.dynamics_ = None
+        del statistics, data  # before the dynamics' arrays of the same size
+        self.dynamics_ = training_dynamics(self, values, scaled, observed, index)
         return self
 
     # ------------------------------------------------------------ internals

@@ -60,6 +60,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from finvae._exceptions import DataError
 from finvae._validation import check_returns
+from finvae.windows import ewma_scale
 
 __all__ = ["Dynamics", "fit_dynamics", "sample", "simulate", "state_at"]
 
@@ -131,6 +132,11 @@ def _states(model, returns):
     values, index, columns = check_returns(returns, window=model.window)
     model._check_columns(columns, values.shape[1])
     scaled, observed = model._scale(values)
+    return _states_of(model, values, scaled, observed, index)
+
+
+def _states_of(model, values, scaled, observed, index):
+    """:func:`_states` on arrays already checked and scaled (``FinVAE.fit`` has them at hand)."""
     ends = model._scored_ends(observed)
     if len(ends) == 0:
         raise DataError(
@@ -139,15 +145,27 @@ def _states(model, returns):
             f"Pass at least {model.window} rows."
         )
     mu, _, decoded = model._encode_decode(scaled, ends)
-    residuals = scaled[ends] - decoded.numpy()
+    residuals = decoded.numpy()  # the decoded means' array becomes the residuals': one array, not three
+    np.subtract(scaled[ends], residuals, out=residuals)
     residuals[~observed[ends]] = 0.0
-    # Each leg's scale after day t is its scale on day t + 1: one NaN row appended carries it forward.
-    extended = np.vstack([values, np.full((1, values.shape[1]), np.nan)])
-    legs = model._trailing_scales(extended)
-    variances = np.stack([np.square(leg[ends + 1]) for leg in legs])
     dates = index[ends] if index is not None else pd.RangeIndex(len(values))[ends]
-    return ends, mu.numpy().astype(np.float64), residuals.astype(np.float32), variances.astype(np.float32), dates, \
-        len(values)
+    return ends, mu.numpy().astype(np.float64), residuals, _variances_after(model, values, ends), dates, len(values)
+
+
+def _variances_after(model, values, ends) -> np.ndarray:
+    """Each EWMA leg's variance after each day of ``ends``: float32, shape (n_legs, len(ends), n_assets).
+
+    The legs of ``FinVAE._trailing_scales``, one at a time to hold one leg in memory. A leg's scale
+    after day t is its scale on day t + 1: one NaN row appended carries the last day's forward.
+    """
+    demeaned = np.vstack([values, np.full((1, values.shape[1]), np.nan)])
+    demeaned -= model.mean_
+    halflives = model._vol_halflives()
+    variances = np.empty((len(halflives), len(ends), values.shape[1]), dtype=np.float32)
+    for i, halflife in enumerate(halflives):
+        leg = ewma_scale(demeaned, halflife=halflife, initial_var=model.scale_**2, floor=0.1 * model.scale_)
+        np.square(leg[ends + 1], out=variances[i])
+    return variances
 
 
 def fit_dynamics(model, returns) -> Dynamics:
@@ -169,7 +187,22 @@ def fit_dynamics(model, returns) -> Dynamics:
     >>> from finvae.simulation import fit_dynamics
     >>> dynamics = fit_dynamics(model, returns.loc[:"2019"])      # doctest: +SKIP
     """
-    ends, mu, residuals, variances, dates, _ = _states(model, returns)
+    return _dynamics(model, *_states(model, returns)[:5])
+
+
+def training_dynamics(model, values, scaled, observed, index) -> Dynamics | None:
+    """The dynamics that ``FinVAE.fit`` learns from its checked and scaled training arrays.
+
+    None when they hold too few consecutive scored days to learn the codes' VAR(1).
+    """
+    try:
+        return _dynamics(model, *_states_of(model, values, scaled, observed, index)[:5])
+    except DataError:
+        return None
+
+
+def _dynamics(model, ends, mu, residuals, variances, dates) -> Dynamics:
+    """:func:`fit_dynamics` from the states of a history (:func:`_states`)."""
     pairs = np.flatnonzero(np.diff(ends) == 1)  # consecutive dates: ends[i] and ends[i + 1]
     k = mu.shape[1]
     if len(pairs) < k + 2:
@@ -195,11 +228,12 @@ def fit_dynamics(model, returns) -> Dynamics:
     long_run_code = np.linalg.solve(np.eye(k) - transition, intercept)
     pool = residuals[pairs + 1]
     offset = (B @ long_run_code + b + pool.mean(axis=0, dtype=np.float64)).astype(np.float32)
+    pool -= offset
     dated = ends[pairs + 1]
     follows = np.r_[np.diff(dated) == 1, False]  # pool day j + 1 is the real day after pool day j
     return Dynamics(
         intercept=intercept, transition=transition, innovations=innovations,
-        residuals=pool - offset, codes=mu, variances=variances, dates=dates, follows=follows,
+        residuals=pool, codes=mu, variances=variances, dates=dates, follows=follows,
     )
 
 
