@@ -1,0 +1,208 @@
+"""Walk-forward FinVAE at scale: one process beside a Dask LocalCluster, wall time and peak memory.
+
+Run ``python benchmarks/scale_bench.py`` (needs ``pip install "finvae[dask]"``);
+``--assets --days --refits --epochs --workers`` scale it, ``--quick`` runs a
+tiny version in seconds.
+
+**Data** (seeded, ``--seed``, default 0): the last ``--days`` (5,000) days of
+the bundled sample's daily log returns (20 stocks), spread to ``--assets``
+(500) columns: column ``j`` is a randomly drawn sample stock's returns plus
+independent Gaussian noise with half that stock's standard deviation. Missing
+values stay missing, so the panel keeps the sample's market moves, volatility
+clusters and any gaps; within a group of columns
+drawn from the same stock, correlations are about 0.8. (The last 5,000 days,
+2003-2022, have no gaps; longer ``--days`` bring the sample's early gaps.)
+
+**Walk-forward**: :func:`finvae.backtest.walk_forward` with
+``FinVAE(window=20, latent_dim=3, epochs=--epochs, random_state=0, verbose=0,
+device="cpu")`` (10 epochs by default, where the main job allows 60 with early
+stopping: the whole benchmark stays within about ten minutes on a shared
+2-core machine), an expanding window, and ``refit_every=126`` days with
+``min_train`` set so that there are exactly ``--refits`` (20) refits. Each
+refit fits on every day before its block and scores every day up to the
+block's end.
+
+**Two runs**, each in a fresh Python process (so that each peak is its own):
+
+- ``n_jobs=1``: the refits one after the other in that process;
+- ``cluster``: a ``dask.distributed.LocalCluster`` of ``--workers`` (2) worker
+  processes with one thread each, driven through
+  ``joblib.parallel_config(backend="dask")``.
+
+Reported: wall time of the walk-forward (the cluster's start-up, with each
+worker's first import of torch and finvae, excluded and shown apart), wall
+time per refit (wall ÷ refits), the mean compute time of one refit task as a
+worker ran it (Dask's task stream; the serial run's is wall ÷ refits), peak
+resident memory of each worker process (``ru_maxrss``, read with
+``client.run`` after the walk-forward: the worker's high-water mark since it
+started, torch and the shipped data included; the serial run's worker is its
+own process), the driver's peak, and whether the two runs gave identical
+scores, thresholds and flags.
+
+The machine is shared: figures move with the load; the benchmarks README
+records the load at the time of the measured run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+REFIT_EVERY = 126
+WINDOW = 20
+
+
+def make_returns(n_assets: int, n_days: int, seed: int) -> pd.DataFrame:
+    """The last ``n_days`` of the sample's log returns, spread to ``n_assets`` noisy copies (see the docstring)."""
+    from finvae.datasets import load_sp500_sample, prices_to_returns
+
+    sample = prices_to_returns(load_sp500_sample(), stale_days=None)
+    if n_days > len(sample):
+        raise SystemExit(f"--days {n_days} is more than the sample's {len(sample)} days.")
+    sample = sample.iloc[-n_days:]
+    rng = np.random.default_rng(seed)
+    source = rng.integers(0, sample.shape[1], n_assets)
+    base = sample.to_numpy()[:, source]
+    noise = rng.standard_normal(base.shape) * (0.5 * np.nanstd(base, axis=0))
+    columns = [f"{sample.columns[s]}_{j}" for j, s in enumerate(source)]
+    return pd.DataFrame(base + noise, index=sample.index, columns=columns)
+
+
+def layout(n_days: int, refits: int) -> int:
+    """``min_train`` that gives ``refits`` blocks of ``REFIT_EVERY`` days."""
+    min_train = n_days - refits * REFIT_EVERY
+    if min_train < 2 * WINDOW:
+        raise SystemExit(f"{refits} refits of {REFIT_EVERY} days need more than {n_days} days.")
+    return min_train
+
+
+def peak_mib() -> float:
+    """This process's peak resident memory in MiB (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _warm_up() -> None:
+    import finvae.estimator  # noqa: F401  (torch comes with it)
+
+
+def _digest(wf: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    for column in ("score", "threshold", "flag"):
+        h.update(np.ascontiguousarray(wf[column].to_numpy()).tobytes())
+    return h.hexdigest()
+
+
+def run_one(mode: str, args: argparse.Namespace) -> dict:
+    """One walk-forward in this process (serial) or on a fresh LocalCluster: its figures."""
+    import torch
+
+    from finvae import FinVAE
+    from finvae.backtest import walk_forward
+
+    torch.set_num_threads(1)
+    returns = make_returns(args.assets, args.days, args.seed)
+    min_train = layout(args.days, args.refits)
+    estimator = FinVAE(window=WINDOW, latent_dim=3, epochs=args.epochs, random_state=0, verbose=0, device="cpu")
+    settings = dict(refit_every=REFIT_EVERY, min_train=min_train)
+    out = {"mode": mode, "assets": returns.shape[1], "days": len(returns), "refits": args.refits,
+           "epochs": args.epochs, "data_mib": returns.memory_usage(deep=True).sum() / 2**20}
+    if mode == "serial":
+        began = time.perf_counter()
+        wf = walk_forward(estimator, returns, n_jobs=1, **settings)
+        out["wall_s"] = time.perf_counter() - began
+        out["task_s"] = out["wall_s"] / args.refits
+        out["worker_peak_mib"] = [peak_mib()]
+    else:
+        import joblib
+        from distributed import Client, LocalCluster, get_task_stream
+
+        began = time.perf_counter()
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            client.wait_for_workers(args.workers)
+            client.run(_warm_up)  # each worker imports torch and finvae once, as the serial process has
+            out["cluster_start_s"] = time.perf_counter() - began
+            began = time.perf_counter()
+            with get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
+                wf = walk_forward(estimator, returns, **settings)
+            out["wall_s"] = time.perf_counter() - began
+            durations = [sum(stop - start for kind, start, stop in
+                             ((s["action"], s["start"], s["stop"]) for s in task["startstops"]) if kind == "compute")
+                         for task in stream.data]
+            out["tasks"] = len(durations)
+            out["task_s"] = float(np.sum(durations)) / args.refits
+            peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            out["worker_peak_mib"] = sorted(peaks.values())
+    out["wall_per_refit_s"] = out["wall_s"] / args.refits
+    out["driver_peak_mib"] = peak_mib()
+    out["digest"] = _digest(wf)
+    out["flags"] = int(wf["flag"].sum())
+    return out
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--assets", type=int, default=500)
+    parser.add_argument("--days", type=int, default=5000)
+    parser.add_argument("--refits", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny: 20 assets, 600 days, 2 refits, 1 epoch")
+    parser.add_argument("--mode", choices=("serial", "cluster"), help=argparse.SUPPRESS)  # one run, in this process
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.assets, args.days, args.refits, args.epochs = 20, 600, 2, 1
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse(argv)
+    if args.mode:  # a child: one run, its figures as JSON on the last line of stdout
+        print(json.dumps(run_one(args.mode, args)), flush=True)
+        return {}
+    passed = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--quick"]
+    if args.quick:
+        passed += ["--assets", str(args.assets), "--days", str(args.days), "--refits", str(args.refits),
+                   "--epochs", str(args.epochs)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+    results, load_before = {}, os.getloadavg()[0]
+    for mode in ("serial", "cluster"):
+        child = subprocess.run([sys.executable, __file__, *passed, "--mode", mode], env=env,
+                               capture_output=True, text=True, check=False)
+        if child.returncode != 0:
+            raise SystemExit(f"The {mode} run failed:\n{child.stderr[-3000:]}")
+        results[mode] = json.loads(child.stdout.strip().splitlines()[-1])
+    serial, cluster = results["serial"], results["cluster"]
+    print(f"Walk-forward FinVAE: {serial['assets']} assets x {serial['days']:,} days "
+          f"({serial['data_mib']:.0f} MiB), {args.refits} refits every {REFIT_EVERY} days, "
+          f"{args.epochs} epoch(s) per fit; 1-min load average before {load_before:.1f}, after {os.getloadavg()[0]:.1f}")
+    rows = {
+        "wall time (s)": (serial["wall_s"], cluster["wall_s"]),
+        "wall time per refit (s)": (serial["wall_per_refit_s"], cluster["wall_per_refit_s"]),
+        "one refit task (s)": (serial["task_s"], cluster["task_s"]),
+        "peak memory per worker (MiB)": (max(serial["worker_peak_mib"]), max(cluster["worker_peak_mib"])),
+        "peak memory of the driver (MiB)": (serial["driver_peak_mib"], cluster["driver_peak_mib"]),
+    }
+    table = pd.DataFrame(rows, index=["n_jobs=1", f"LocalCluster {args.workers}x1"]).T
+    print(table.round(1).to_string())
+    print(f"cluster start-up: {cluster['cluster_start_s']:.1f} s (not in the wall time); "
+          f"worker peaks: {', '.join(f'{m:.0f}' for m in cluster['worker_peak_mib'])} MiB; "
+          f"speed-up: {serial['wall_s'] / cluster['wall_s']:.2f}x")
+    same = serial["digest"] == cluster["digest"]
+    print(f"identical scores, thresholds and flags: {same} ({serial['flags']} flagged days)")
+    return {"serial": serial, "cluster": cluster, "identical": same}
+
+
+if __name__ == "__main__":  # the LocalCluster's worker processes import this file again
+    main()
