@@ -39,8 +39,9 @@ started, torch and the shipped data included; the serial run's worker is its
 own process), the driver's peak, and whether the two runs gave identical
 scores, thresholds and flags.
 
-The machine is shared: figures move with the load; the benchmarks README
-records the load at the time of the measured run.
+The machine is shared: figures move with the load, so the table ends with the
+1-minute load average at the start and end of each run (above the number of
+cores, other processes were taking CPU time from the walk-forward).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def run_one(mode: str, args: argparse.Namespace) -> dict:
     from finvae.backtest import walk_forward
 
     torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
     returns = make_returns(args.assets, args.days, args.seed)
     min_train = layout(args.days, args.refits)
     estimator = FinVAE(window=WINDOW, latent_dim=3, epochs=args.epochs, random_state=0, verbose=0, device="cpu")
@@ -143,6 +145,7 @@ def run_one(mode: str, args: argparse.Namespace) -> dict:
             out["task_s"] = float(np.sum(durations)) / args.refits
             peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             out["worker_peak_mib"] = sorted(peaks.values())
+    out["load"] = (load_before, os.getloadavg()[0])
     out["wall_per_refit_s"] = out["wall_s"] / args.refits
     out["driver_peak_mib"] = peak_mib()
     out["digest"] = _digest(wf)
@@ -176,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         passed += ["--assets", str(args.assets), "--days", str(args.days), "--refits", str(args.refits),
                    "--epochs", str(args.epochs)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
-    results, load_before = {}, os.getloadavg()[0]
+    results = {}
     for mode in ("serial", "cluster"):
         child = subprocess.run([sys.executable, __file__, *passed, "--mode", mode], env=env,
                                capture_output=True, text=True, check=False)
@@ -186,13 +189,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     serial, cluster = results["serial"], results["cluster"]
     print(f"Walk-forward FinVAE: {serial['assets']} assets x {serial['days']:,} days "
           f"({serial['data_mib']:.0f} MiB), {args.refits} refits every {REFIT_EVERY} days, "
-          f"{args.epochs} epoch(s) per fit; 1-min load average before {load_before:.1f}, after {os.getloadavg()[0]:.1f}")
+          f"{args.epochs} epoch(s) per fit, on {os.cpu_count()} cores")
     rows = {
         "wall time (s)": (serial["wall_s"], cluster["wall_s"]),
         "wall time per refit (s)": (serial["wall_per_refit_s"], cluster["wall_per_refit_s"]),
         "one refit task (s)": (serial["task_s"], cluster["task_s"]),
         "peak memory per worker (MiB)": (max(serial["worker_peak_mib"]), max(cluster["worker_peak_mib"])),
         "peak memory of the driver (MiB)": (serial["driver_peak_mib"], cluster["driver_peak_mib"]),
+        "1-min load average at start": (serial["load"][0], cluster["load"][0]),
+        "1-min load average at end": (serial["load"][1], cluster["load"][1]),
     }
     table = pd.DataFrame(rows, index=["n_jobs=1", f"LocalCluster {args.workers}x1"]).T
     print(table.round(1).to_string())

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from finvae._exceptions import DataError
 
-__all__ = ["MissingDependencyError", "dask_backend", "import_distributed"]
+__all__ = ["MissingDependencyError", "check_scheduler", "dask_backend", "import_distributed"]
 
 DASK_HINT = 'pip install "finvae[dask]"'
 
@@ -34,6 +34,21 @@ def import_distributed():
             f"Install it with: {DASK_HINT}"
         ) from exc
     return distributed
+
+
+def _connect(distributed, address: str, timeout: float, set_as_default: bool):
+    try:
+        return distributed.Client(address, timeout=timeout, set_as_default=set_as_default)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise DataError(
+            f"Cannot reach a Dask scheduler at {address!r} ({type(exc).__name__}: {exc}). Check the address, "
+            "or start one with `dask scheduler` and its workers with `dask worker ADDRESS --nthreads 1`."
+        ) from exc
+
+
+def check_scheduler(address: str, *, timeout: float = 30.0) -> None:
+    """Raise now (:class:`MissingDependencyError` or :class:`~finvae.DataError`) if ``address`` cannot be used."""
+    _connect(import_distributed(), address, timeout, set_as_default=False).close()
 
 
 @contextlib.contextmanager
@@ -68,13 +83,7 @@ def dask_backend(address: str, *, timeout: float = 30.0) -> Iterator[object]:
     import joblib
 
     distributed = import_distributed()
-    try:
-        client = distributed.Client(address, timeout=timeout, set_as_default=True)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise DataError(
-            f"Cannot reach a Dask scheduler at {address!r} ({type(exc).__name__}: {exc}). Check the address, "
-            "or start one with `dask scheduler` and its workers with `dask worker ADDRESS --nthreads 1`."
-        ) from exc
+    client = _connect(distributed, address, timeout, set_as_default=True)
     try:
         with joblib.parallel_config(backend="dask"):
             yield client

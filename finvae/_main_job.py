@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finvae._cluster import dask_backend, import_distributed
+from finvae._cluster import check_scheduler, dask_backend
 from finvae._exceptions import DataError
 from finvae.backtest import OverlayResult, _check_overlay_settings, _returns_frame, anomaly_overlay, walk_forward
 from finvae.estimator import SCORE_PARTS, FinVAE
@@ -226,7 +226,7 @@ def run_main_job(
         raise ValueError(f"vol_halflife must be a number of days > 0; got {vol_halflife!r}.")
     _check_overlay_settings(hold, exposure_when_flagged, cost_bps)
     if scheduler is not None:
-        import_distributed()  # a missing dask is reported now, not after the reference model's fit
+        check_scheduler(scheduler)  # a missing dask or a wrong address is reported now, not after minutes of work
     began = time.perf_counter()
     returns = _returns_frame(returns)
     if not isinstance(returns.index, pd.DatetimeIndex):

@@ -103,6 +103,17 @@ def test_finvae_run_on_a_scheduler_with_a_checkpoint_resumes(cluster, tmp_path, 
     assert "Sharpe" in capsys.readouterr().out
 
 
+def test_finvae_run_on_an_unreachable_scheduler_stops_before_any_work(monkeypatch, capsys):
+    pytest.importorskip("distributed")
+    import finvae._cluster as cluster_module
+
+    monkeypatch.setattr(cluster_module.check_scheduler, "__kwdefaults__", {"timeout": 1.0})
+    monkeypatch.setattr(FinVAE, "fit", lambda *a, **k: pytest.fail("fitted before checking the scheduler"))
+    assert main(["run", "--scheduler", "tcp://127.0.0.1:9", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'" in err
+
+
 def test_missing_dask_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
     with pytest.raises(MissingDependencyError, match=r'pip install "finvae\[dask\]"') as caught:
