@@ -69,10 +69,12 @@ def plain(value):
     if isinstance(value, np.ndarray):
         data = np.ascontiguousarray(value)
         return {"ndarray": str(data.dtype), "shape": list(data.shape), "sha256": hashlib.sha256(data).hexdigest()}
-    if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
-        return {"callable": f"{getattr(value, '__module__', '?')}.{value.__qualname__}"}
+    if isinstance(value, type):
+        return {"callable": _qualified(value)}
     if hasattr(value, "get_params"):
         return {"class": _qualified(value), "params": plain(value.get_params(deep=False))}
+    if callable(value) and hasattr(value, "__qualname__") and "<" not in value.__qualname__:
+        return {"callable": f"{getattr(value, '__module__', '?')}.{value.__qualname__}"}
     return {"repr": repr(value)}
 
 

@@ -179,3 +179,36 @@ def test_the_caller_returns_are_not_modified_and_the_folder_is_created(tmp_path)
     walk_forward(Counted(), r, checkpoint_dir=folder, **FAST)
     pd.testing.assert_frame_equal(r, before)
     assert len(block_files(folder)) == N_BLOCKS
+
+
+KEYS_SCRIPT = """
+import json, sys
+import numpy as np, pandas as pd
+from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import make_pipeline
+from finvae import FinVAE
+from finvae._checkpoint import BlockStore
+rng = np.random.default_rng(0)
+r = pd.DataFrame(rng.normal(size=(60, 3)), index=pd.bdate_range("2020-01-01", periods=60), columns=list("abc"))
+est = make_pipeline(StandardScaler(), FinVAE(random_state=0, vol_halflife=(5, 60)))
+def keys(folder):
+    return BlockStore(folder, est, r, None).keys([(0, 40, 50), (0, 50, 60)])
+if __name__ == "__main__":
+    print(json.dumps(keys(sys.argv[1])))
+"""
+
+
+def test_keys_are_the_same_in_another_process(tmp_path):
+    """A resumed run is another process: its keys must not depend on hash seeds, object ids or dict order."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent), PYTHONHASHSEED="12345")
+    child = subprocess.run([sys.executable, "-c", KEYS_SCRIPT, str(tmp_path)], env=env, check=True,
+                           capture_output=True, text=True)
+    there = json.loads(child.stdout)
+    here = {"__name__": "here"}
+    exec(compile(KEYS_SCRIPT, "keys", "exec"), here)
+    assert here["keys"](tmp_path) == there and len(set(there)) == 2
