@@ -112,12 +112,17 @@ class BlockStore:
         from finvae import __version__
 
         self.directory = Path(directory)
-        try:
+        try:  # checked now, not after the first refit
             self.directory.mkdir(parents=True, exist_ok=True)
+            handle, probe = tempfile.mkstemp(dir=self.directory, prefix=".block-", suffix=".tmp")
+            os.close(handle)
+            os.unlink(probe)
         except OSError as exc:
             from finvae._exceptions import DataError
 
-            raise DataError(f"Cannot create the checkpoint folder {self.directory}: {exc}.") from exc
+            raise DataError(
+                f"Cannot write to the checkpoint folder {self.directory} ({exc}); pass a folder you can write to."
+            ) from exc
         self._common = {
             "format": FORMAT,
             "finvae": __version__,

@@ -177,7 +177,10 @@ def walk_forward(
         block's last day. A re-run with the same folder skips the blocks
         found there and returns the same result as an uninterrupted run;
         other parameters or other data never reuse a block. Returns extended
-        with new days reuse the blocks that end before them. None: no files.
+        with new days reuse the blocks that end before them. Files are JSON
+        (no pickle: loading one runs no code); a damaged one is refitted with
+        a warning. Seed the estimator (``random_state``) for a resumed result
+        identical to an uninterrupted one. None: no files. See docs/cluster.md.
 
     Returns
     -------
@@ -194,7 +197,8 @@ def walk_forward(
     Raises
     ------
     DataError
-        On unusable returns, or fewer rows than ``min_train + 1``.
+        On unusable returns, fewer rows than ``min_train + 1``, or a
+        ``checkpoint_dir`` that cannot be written to.
     TypeError
         If ``estimator.score`` does not give one score per date.
 

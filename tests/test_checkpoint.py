@@ -212,3 +212,13 @@ def test_keys_are_the_same_in_another_process(tmp_path):
     here = {"__name__": "here"}
     exec(compile(KEYS_SCRIPT, "keys", "exec"), here)
     assert here["keys"](tmp_path) == there and len(set(there)) == 2
+
+
+def test_an_unusable_checkpoint_folder_is_reported_before_any_fit(tmp_path):
+    from finvae import DataError
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    with pytest.raises(DataError, match="Cannot write to the checkpoint folder"):
+        assert fits(lambda: walk_forward(Counted(), market(), checkpoint_dir=a_file / "sub", **FAST)) == 0
+    assert LOG["fits"] == 0
