@@ -32,8 +32,9 @@ block's end.
 Reported: wall time of the walk-forward (the cluster's start-up, with each
 worker's first import of torch and finvae, excluded and shown apart), wall
 time per refit (wall ÷ refits), the mean compute time of one refit task as a
-worker ran it (Dask's task stream; the serial run's is wall ÷ refits), peak
-resident memory of each worker process (``ru_maxrss``, read with
+worker ran it (Dask's task stream; the serial run's is wall ÷ refits), the
+resident memory of each worker before the walk-forward (torch, finvae and, in
+the serial run, the data: the baseline) and its peak (``ru_maxrss``, read with
 ``client.run`` after the walk-forward: the worker's high-water mark since it
 started, torch and the shipped data included; the serial run's worker is its
 own process), the driver's peak, and whether the two runs gave identical
@@ -92,8 +93,18 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _warm_up() -> None:
+def _warm_up() -> float:
+    """Import torch and finvae (once per worker); this process's resident memory then, in MiB."""
     import finvae.estimator  # noqa: F401  (torch comes with it)
+
+    return rss_mib()
+
+
+def rss_mib() -> float:
+    """This process's resident memory now, in MiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def _digest(wf: pd.DataFrame) -> str:
@@ -119,6 +130,7 @@ def run_one(mode: str, args: argparse.Namespace) -> dict:
     out = {"mode": mode, "assets": returns.shape[1], "days": len(returns), "refits": args.refits,
            "epochs": args.epochs, "data_mib": returns.memory_usage(deep=True).sum() / 2**20}
     if mode == "serial":
+        out["worker_rss_before_mib"] = [rss_mib()]
         began = time.perf_counter()
         wf = walk_forward(estimator, returns, n_jobs=1, **settings)
         out["wall_s"] = time.perf_counter() - began
@@ -132,7 +144,8 @@ def run_one(mode: str, args: argparse.Namespace) -> dict:
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                           dashboard_address=None) as cluster, Client(cluster) as client:
             client.wait_for_workers(args.workers)
-            client.run(_warm_up)  # each worker imports torch and finvae once, as the serial process has
+            # Each worker imports torch and finvae once, as the serial process has.
+            out["worker_rss_before_mib"] = sorted(client.run(_warm_up).values())
             out["cluster_start_s"] = time.perf_counter() - began
             began = time.perf_counter()
             with get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
@@ -194,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "wall time (s)": (serial["wall_s"], cluster["wall_s"]),
         "wall time per refit (s)": (serial["wall_per_refit_s"], cluster["wall_per_refit_s"]),
         "one refit task (s)": (serial["task_s"], cluster["task_s"]),
+        "memory per worker before (MiB)": (max(serial["worker_rss_before_mib"]),
+                                           max(cluster["worker_rss_before_mib"])),
         "peak memory per worker (MiB)": (max(serial["worker_peak_mib"]), max(cluster["worker_peak_mib"])),
         "peak memory of the driver (MiB)": (serial["driver_peak_mib"], cluster["driver_peak_mib"]),
         "1-min load average at start": (serial["load"][0], cluster["load"][0]),
