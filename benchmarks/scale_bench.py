@@ -37,8 +37,11 @@ resident memory of each worker before the walk-forward (torch, finvae and, in
 the serial run, the data: the baseline) and its peak (``ru_maxrss``, read with
 ``client.run`` after the walk-forward: the worker's high-water mark since it
 started, torch and the shipped data included; the serial run's worker is its
-own process), the driver's peak, and whether the two runs gave identical
-scores, thresholds and flags.
+own process), the driver's peak, the CPU time the workers used (user +
+system, from psutil, summed over the workers: the work done, which moves much
+less with the load than the wall time) and the driver's, and whether the runs
+gave identical scores, thresholds and flags. ``--repeats N`` runs each N
+times, alternating which goes first, and shows each one's fastest run.
 
 The machine is shared: figures move with the load, so the table ends with the
 1-minute load average at the start and end of each run (above the number of
@@ -100,6 +103,14 @@ def _warm_up() -> float:
     return rss_mib()
 
 
+def cpu_s() -> float:
+    """CPU seconds (user + system, all threads) this process has used."""
+    import psutil
+
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 def rss_mib() -> float:
     """This process's resident memory now, in MiB."""
     import psutil
@@ -131,9 +142,10 @@ def run_one(mode: str, args: argparse.Namespace) -> dict:
            "epochs": args.epochs, "data_mib": returns.memory_usage(deep=True).sum() / 2**20}
     if mode == "serial":
         out["worker_rss_before_mib"] = [rss_mib()]
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), cpu_s()
         wf = walk_forward(estimator, returns, n_jobs=1, **settings)
         out["wall_s"] = time.perf_counter() - began
+        out["worker_cpu_s"] = out["driver_cpu_s"] = cpu_s() - cpu
         out["task_s"] = out["wall_s"] / args.refits
         out["worker_peak_mib"] = [peak_mib()]
     else:
@@ -147,10 +159,13 @@ def run_one(mode: str, args: argparse.Namespace) -> dict:
             # Each worker imports torch and finvae once, as the serial process has.
             out["worker_rss_before_mib"] = sorted(client.run(_warm_up).values())
             out["cluster_start_s"] = time.perf_counter() - began
-            began = time.perf_counter()
+            workers_cpu = client.run(cpu_s)
+            began, cpu = time.perf_counter(), cpu_s()
             with get_task_stream(client) as stream, joblib.parallel_config(backend="dask"):
                 wf = walk_forward(estimator, returns, **settings)
             out["wall_s"] = time.perf_counter() - began
+            out["driver_cpu_s"] = cpu_s() - cpu
+            out["worker_cpu_s"] = sum(after - workers_cpu[w] for w, after in client.run(cpu_s).items())
             durations = [sum(stop - start for kind, start, stop in
                              ((s["action"], s["start"], s["stop"]) for s in task["startstops"]) if kind == "compute")
                          for task in stream.data]
@@ -174,6 +189,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each, alternating (serial first, then cluster first, ...); the fastest is shown")
     parser.add_argument("--quick", action="store_true", help="tiny: 20 assets, 600 days, 2 refits, 1 epoch")
     parser.add_argument("--mode", choices=("serial", "cluster"), help=argparse.SUPPRESS)  # one run, in this process
     args = parser.parse_args(argv)
@@ -192,14 +209,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         passed += ["--assets", str(args.assets), "--days", str(args.days), "--refits", str(args.refits),
                    "--epochs", str(args.epochs)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
-    results = {}
-    for mode in ("serial", "cluster"):
-        child = subprocess.run([sys.executable, __file__, *passed, "--mode", mode], env=env,
-                               capture_output=True, text=True, check=False)
-        if child.returncode != 0:
-            raise SystemExit(f"The {mode} run failed:\n{child.stderr[-3000:]}")
-        results[mode] = json.loads(child.stdout.strip().splitlines()[-1])
-    serial, cluster = results["serial"], results["cluster"]
+    runs = {"serial": [], "cluster": []}
+    for repeat in range(args.repeats):
+        for mode in ("serial", "cluster")[:: 1 if repeat % 2 == 0 else -1]:
+            child = subprocess.run([sys.executable, __file__, *passed, "--mode", mode], env=env,
+                                   capture_output=True, text=True, check=False)
+            if child.returncode != 0:
+                raise SystemExit(f"The {mode} run failed:\n{child.stderr[-3000:]}")
+            runs[mode].append(json.loads(child.stdout.strip().splitlines()[-1]))
+    serial, cluster = (min(runs[mode], key=lambda run: run["wall_s"]) for mode in ("serial", "cluster"))
     print(f"Walk-forward FinVAE: {serial['assets']} assets x {serial['days']:,} days "
           f"({serial['data_mib']:.0f} MiB), {args.refits} refits every {REFIT_EVERY} days, "
           f"{args.epochs} epoch(s) per fit, on {os.cpu_count()} cores")
@@ -207,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "wall time (s)": (serial["wall_s"], cluster["wall_s"]),
         "wall time per refit (s)": (serial["wall_per_refit_s"], cluster["wall_per_refit_s"]),
         "one refit task (s)": (serial["task_s"], cluster["task_s"]),
+        "CPU time of the workers per refit (s)": (serial["worker_cpu_s"] / args.refits,
+                                                  cluster["worker_cpu_s"] / args.refits),
+        "CPU time of the driver (s)": (serial["driver_cpu_s"], cluster["driver_cpu_s"]),
         "memory per worker before (MiB)": (max(serial["worker_rss_before_mib"]),
                                            max(cluster["worker_rss_before_mib"])),
         "peak memory per worker (MiB)": (max(serial["worker_peak_mib"]), max(cluster["worker_peak_mib"])),
@@ -219,9 +240,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"cluster start-up: {cluster['cluster_start_s']:.1f} s (not in the wall time); "
           f"worker peaks: {', '.join(f'{m:.0f}' for m in cluster['worker_peak_mib'])} MiB; "
           f"speed-up: {serial['wall_s'] / cluster['wall_s']:.2f}x")
-    same = serial["digest"] == cluster["digest"]
+    if args.repeats > 1:
+        for mode, name in (("serial", "n_jobs=1"), ("cluster", "cluster")):
+            walls = ", ".join(f"{run['wall_s']:.1f}" for run in runs[mode])
+            print(f"{name} wall times of the {args.repeats} runs: {walls} s")
+    same = len({run["digest"] for run in runs["serial"] + runs["cluster"]}) == 1
     print(f"identical scores, thresholds and flags: {same} ({serial['flags']} flagged days)")
-    return {"serial": serial, "cluster": cluster, "identical": same}
+    return {"serial": serial, "cluster": cluster, "runs": runs, "identical": same}
 
 
 if __name__ == "__main__":  # the LocalCluster's worker processes import this file again
