@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finvae._cluster import check_scheduler, dask_backend
 from finvae._exceptions import DataError
 from finvae.backtest import OverlayResult, _check_overlay_settings, _returns_frame, anomaly_overlay, walk_forward
 from finvae.estimator import SCORE_PARTS, FinVAE
@@ -130,6 +132,8 @@ def run_main_job(
     cost_bps: float = DEFAULT_COST_BPS,
     figures: bool = True,
     verbose: int = 1,
+    scheduler: str | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> MainJobResult:
     """Walk FinVAE forward, read its factors, backtest its flags, and write tables and figures.
 
@@ -198,6 +202,13 @@ def run_main_job(
         Draw and save the PNG figures.
     verbose : int, default=1
         0: silent; 1: status lines on stderr and a progress bar over refits.
+    scheduler : str or None, default=None
+        Address of a running Dask scheduler (``"tcp://host:8786"``): the
+        walk-forward's refits run on its workers (``n_jobs`` is then theirs).
+        Needs ``pip install "finvae[dask]"``. None: on this machine.
+    checkpoint_dir : str, Path or None, default=None
+        Folder where the walk-forward saves each finished refit, and from
+        which a re-run resumes (``walk_forward``'s ``checkpoint_dir``).
 
     Returns
     -------
@@ -214,6 +225,8 @@ def run_main_job(
     if not vol_halflife > 0:
         raise ValueError(f"vol_halflife must be a number of days > 0; got {vol_halflife!r}.")
     _check_overlay_settings(hold, exposure_when_flagged, cost_bps)
+    if scheduler is not None:
+        check_scheduler(scheduler)  # a missing dask or a wrong address is reported now, not after minutes of work
     began = time.perf_counter()
     returns = _returns_frame(returns)
     if not isinstance(returns.index, pd.DatetimeIndex):
@@ -248,8 +261,9 @@ def run_main_job(
     n_refits = -(-len(scored) // refit_every)
     say(f"Walk-forward: {n_refits} refits, every {refit_every} days, expanding window, n_jobs={n_jobs}, "
         f"flagging on the {'market-wide part of the score' if signal == 'market' else 'full score'}...")
-    wf = walk_forward(estimator, returns, refit_every=refit_every, min_train=min_train, start=scored[0],
-                      n_jobs=n_jobs, verbose=verbose)
+    with contextlib.nullcontext() if scheduler is None else dask_backend(scheduler):
+        wf = walk_forward(estimator, returns, refit_every=refit_every, min_train=min_train, start=scored[0],
+                          n_jobs=n_jobs, verbose=verbose, checkpoint_dir=checkpoint_dir)
     say(f"{int(wf['flag'].sum())} flagged days of {len(wf):,} ({wf['flag'].mean():.1%}). Backtesting the overlay...")
     overlay = anomaly_overlay(returns, wf["flag"], hold=hold, exposure_when_flagged=exposure_when_flagged,
                               cost_bps=cost_bps)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -98,6 +99,11 @@ def _fit_score_block(estimator, train: pd.DataFrame, history: pd.DataFrame, n_sc
     return scores, threshold
 
 
+def _fit_score_numbered(number: int, *args) -> tuple[int, np.ndarray, float]:
+    """:func:`_fit_score_block`, its result tagged with the block's number (results may arrive out of order)."""
+    return (number, *_fit_score_block(*args))
+
+
 def walk_forward(
     estimator,
     returns: pd.DataFrame,
@@ -109,6 +115,7 @@ def walk_forward(
     contamination: float | None = None,
     n_jobs: int | None = None,
     verbose: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Out-of-sample anomaly scores and flags from an estimator refitted on past returns only.
 
@@ -161,6 +168,19 @@ def walk_forward(
         context; -1 uses every core. The result does not depend on it.
     verbose : int, default=0
         Show a progress bar over the refits when positive.
+    checkpoint_dir : str, PathLike or None, default=None
+        Folder to resume from. Each finished block is written there at once,
+        atomically (a temporary file, then :func:`os.replace`), as a small
+        JSON file named by a key: the estimator's class and parameters
+        (``get_params(deep=True)``), the block's rows and ``contamination``,
+        and a fingerprint of the returns (values, dates, assets) up to the
+        block's last day. A re-run with the same folder skips the blocks
+        found there and returns the same result as an uninterrupted run;
+        other parameters or other data never reuse a block. Returns extended
+        with new days reuse the blocks that end before them. Files are JSON
+        (no pickle: loading one runs no code); a damaged one is refitted with
+        a warning. Seed the estimator (``random_state``) for a resumed result
+        identical to an uninterrupted one. None: no files. See docs/cluster.md.
 
     Returns
     -------
@@ -177,7 +197,8 @@ def walk_forward(
     Raises
     ------
     DataError
-        On unusable returns, or fewer rows than ``min_train + 1``.
+        On unusable returns, fewer rows than ``min_train + 1``, or a
+        ``checkpoint_dir`` that cannot be written to.
     TypeError
         If ``estimator.score`` does not give one score per date.
 
@@ -190,19 +211,30 @@ def walk_forward(
     the estimator would do on its own.
 
     **Clusters.** The refits are independent joblib tasks, so a joblib backend
-    spreads them, e.g. over a Dask cluster::
+    spreads them, e.g. over a Dask cluster (``pip install "finvae[dask]"``)::
 
-        from dask.distributed import Client
         import joblib
-        client = Client("scheduler-address:8786")
-        with joblib.parallel_backend("dask"):
-            wf = walk_forward(FinVAE(random_state=0), returns, n_jobs=-1)
+        from dask.distributed import Client, LocalCluster
 
-    (Ray: ``ray.util.joblib.register_ray()`` then ``parallel_backend("ray")``.)
-    Each task receives the returns up to its block's end, so the data are
-    shipped once per refit. ``joblib.parallel_config(backend=...)`` is the
-    newer spelling of the same context. Give the estimator ``verbose=0`` so
-    that the refits' own logs do not interleave with the progress bar.
+        if __name__ == "__main__":  # worker processes re-import this script
+            with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster):
+                with joblib.parallel_config(backend="dask"):
+                    wf = walk_forward(FinVAE(random_state=0, verbose=0), returns)
+
+    or ``Client("tcp://scheduler-address:8786")`` for a running scheduler
+    (``finvae run --scheduler ADDRESS``). A script that starts a
+    ``LocalCluster`` (or any process pool) needs the
+    ``if __name__ == "__main__":`` guard, since each worker process imports it
+    again; and the estimator's class must live in an importable module (not in
+    that script's body or a notebook cell) so that workers can unpickle it.
+    Each task gets a clone of the estimator and the returns up to its block's
+    end (the data are shipped once per refit) and sends back only its scores
+    and threshold, never a fitted model; FinVAE trains on one torch thread per
+    task on CPU, so give Dask workers one thread each
+    (``threads_per_worker=1``) and as many workers as cores. Ray:
+    ``ray.util.joblib.register_ray()``, then ``parallel_config(backend="ray")``.
+    Give the estimator ``verbose=0`` so that the refits' own logs do not
+    interleave with the progress bar.
 
     **Cost.** Scoring a block passes all earlier returns through ``score``;
     with ``n`` days that is about ``n² / (2 · refit_every)`` scored days in all.
@@ -244,22 +276,43 @@ def walk_forward(
             f"(min_train={min_train}{f', start={start!r}' if start is not None else ''})."
         )
     blocks = [(s, min(s + refit_every, n)) for s in range(first, n, refit_every)]
+    rows = [(0 if rolling is None else max(0, s - rolling), s, e) for s, e in blocks]  # (lo, s, e) per block
+
+    results: dict[int, tuple[np.ndarray, float]] = {}
+    store = keys = None
+    if checkpoint_dir is not None:
+        from finvae._checkpoint import BlockStore
+
+        store = BlockStore(checkpoint_dir, estimator, returns, contamination)
+        keys = store.keys(rows)
+        for number, ((_, s, e), key) in enumerate(zip(rows, keys, strict=True)):
+            saved = store.load(key, e - s)
+            if saved is not None:
+                results[number] = saved
 
     def jobs():
-        for s, e in blocks:
-            lo = 0 if rolling is None else max(0, s - rolling)
-            yield delayed(_fit_score_block)(
-                clone(estimator), returns.iloc[lo:s], returns.iloc[:e], e - s, contamination
-            )
+        for number, (lo, s, e) in enumerate(rows):
+            if number not in results:
+                yield delayed(_fit_score_numbered)(
+                    number, clone(estimator), returns.iloc[lo:s], returns.iloc[:e], e - s, contamination
+                )
 
-    # Results stream back in order as a generator, so the bar moves with each refit; a backend
-    # that cannot stream (e.g. "multiprocessing") returns them all at the end instead.
+    # Results stream back as each refit ends (in any order), so the bar moves with each refit and each
+    # finished block is checkpointed at once; a backend that cannot stream (e.g. "multiprocessing")
+    # returns them all at the end instead.
     try:
-        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
     except ValueError:
         parallel = Parallel(n_jobs=n_jobs)
-    results = list(tqdm(parallel(jobs()), total=len(blocks), desc="walk-forward refits",
-                        unit="refit", disable=not verbose))
+    with tqdm(total=len(blocks), initial=len(results), desc="walk-forward refits", unit="refit",
+              disable=not verbose) as bar:
+        if len(results) < len(blocks):
+            for number, scores, threshold in parallel(jobs()):
+                results[number] = scores, threshold
+                if store is not None:
+                    store.save(keys[number], rows[number], scores, threshold)
+                bar.update()
+    results = [results[number] for number in range(len(blocks))]
 
     index = returns.index[first:]
     scores = np.concatenate([scores for scores, _ in results])

@@ -458,6 +458,12 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", default="finvae-output", help="output folder (default: finvae-output)")
     run.add_argument("--no-figures", action="store_true", help="no PNG figures: the CSV files and report.html only")
     run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run the refits on a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                          '(needs pip install "finvae[dask]"; --n-jobs is then the cluster\'s)')
+    run.add_argument("--checkpoint", metavar="DIR",
+                     help="save each finished refit in DIR, and resume from it: a re-run with the same DIR "
+                          "and settings skips the refits already done")
     run.set_defaults(func=_cmd_run)
 
 
@@ -480,7 +486,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                           n_jobs=args.n_jobs, random_state=args.seed, signal=args.signal,
                           vol_halflife=args.vol_halflife, hold=args.hold,
                           exposure_when_flagged=args.exposure_when_flagged, figures=not args.no_figures,
-                          verbose=0 if args.quiet else 1)
+                          verbose=0 if args.quiet else 1, scheduler=args.scheduler, checkpoint_dir=args.checkpoint)
     print(format_summary(result.summary))
     print(f"\nFiles in {args.out}/: {', '.join(path.name for path in result.files)} ({result.seconds:.0f} s)")
     return EXIT_OK

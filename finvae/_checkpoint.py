@@ -1,0 +1,198 @@
+"""Checkpoints of :func:`finvae.backtest.walk_forward`: one small JSON file per finished block.
+
+A block's file is named by a key, the SHA-256 of a canonical JSON document of
+everything its result depends on:
+
+- the estimator's class (module and name) and its parameters
+  (``get_params(deep=True)``, nested estimators by class and parameters),
+  written as JSON with sorted keys;
+- the block's rows: training rows ``[lo, s)`` and scored rows ``[s, e)``, and
+  the ``contamination`` setting (how the threshold is set);
+- a fingerprint of the data the block uses: the returns' values (as float64
+  bytes), dates and asset names of rows ``0 .. e - 1`` (a block reads nothing
+  after its last day), and the columns' dtypes;
+- the finvae version and this file format's version.
+
+A re-run with the same folder finds the files of the blocks it already did and
+skips their fits; any other parameter, row layout or data value gives another
+key, so another file. Files are written to a temporary file in the folder and
+then moved into place with :func:`os.replace` (atomic), so a crash leaves
+either the whole file or none. They hold JSON only (no pickle): loading one
+runs no code. A file that cannot be read, or whose key or length does not
+match, is ignored with a warning and its block refitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["BlockStore"]
+
+#: Version of the files' layout and of the key's recipe; part of every key.
+FORMAT = 1
+
+
+def _qualified(obj) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def plain(value):
+    """``value`` as JSON-able data that is the same from one run (and process) to the next.
+
+    Estimators become their class and parameters; arrays their dtype, shape and
+    SHA-256; numbers floats or ints; tuples lists. Anything else falls back to
+    its ``repr``: if that holds a memory address, the key changes every run and
+    the block is simply never reused (never wrongly reused).
+    """
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        value = float(value)
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        return {"ndarray": str(data.dtype), "shape": list(data.shape), "sha256": hashlib.sha256(data).hexdigest()}
+    if isinstance(value, type):
+        return {"callable": _qualified(value)}
+    if hasattr(value, "get_params"):
+        return {"class": _qualified(value), "params": plain(value.get_params(deep=False))}
+    if callable(value) and hasattr(value, "__qualname__") and "<" not in value.__qualname__:
+        return {"callable": f"{getattr(value, '__module__', '?')}.{value.__qualname__}"}
+    return {"repr": repr(value)}
+
+
+def _digest(document) -> str:
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _encode(x: float):
+    """A float as strict JSON: itself (exact: Python writes the shortest repr that reads back the same), or a tag."""
+    return x if math.isfinite(x) else (None if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+
+
+def _decode(x) -> float:
+    return math.nan if x is None else float(x)
+
+
+class BlockStore:
+    """The checkpoint folder of one walk-forward: keys of its blocks, and their results on disk.
+
+    Parameters
+    ----------
+    directory : str or PathLike
+        Folder of the block files; created if missing. Several walk-forwards
+        may share it: their keys differ.
+    estimator : estimator
+        The (unfitted) estimator that every block clones.
+    returns : DataFrame
+        The walk-forward's returns (already validated).
+    contamination : float or None
+        ``walk_forward``'s setting.
+    """
+
+    def __init__(self, directory, estimator, returns: pd.DataFrame, contamination: float | None) -> None:
+        from finvae import __version__
+
+        self.directory = Path(directory)
+        try:  # checked now, not after the first refit
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle, probe = tempfile.mkstemp(dir=self.directory, prefix=".block-", suffix=".tmp")
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as exc:
+            from finvae._exceptions import DataError
+
+            raise DataError(
+                f"Cannot write to the checkpoint folder {self.directory} ({exc}); pass a folder you can write to."
+            ) from exc
+        self._common = {
+            "format": FORMAT,
+            "finvae": __version__,
+            "estimator": _qualified(estimator),
+            "params": plain(estimator.get_params(deep=True)),
+            "contamination": plain(contamination),
+            "columns": [str(c) for c in returns.columns],
+            "columns_hash": hashlib.sha256(
+                pd.util.hash_pandas_object(returns.columns, index=False).to_numpy()).hexdigest(),
+            "dtypes": [str(d) for d in returns.dtypes],
+            "index_dtype": str(returns.index.dtype),
+        }
+        self._values = np.ascontiguousarray(returns.to_numpy(dtype=np.float64, na_value=np.nan))
+        self._dates = np.ascontiguousarray(pd.util.hash_pandas_object(returns.index, index=False).to_numpy())
+        self._index = returns.index
+
+    def keys(self, blocks: list[tuple[int, int, int]]) -> list[str]:
+        """The key of each block ``(lo, s, e)``: training rows ``[lo, s)``, scored rows ``[s, e)``."""
+        values, dates = hashlib.sha256(), hashlib.sha256()
+        seen, prefix = 0, {}
+        for end in sorted({e for _, _, e in blocks}):  # one pass: a running hash of the rows, read at each end
+            values.update(self._values[seen:end])
+            dates.update(self._dates[seen:end])
+            seen = end
+            prefix[end] = values.copy().hexdigest() + dates.copy().hexdigest()
+        return [_digest({**self._common, "lo": lo, "s": s, "e": e, "data": prefix[e]}) for lo, s, e in blocks]
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"block-{key}.json"
+
+    def load(self, key: str, n_scored: int) -> tuple[np.ndarray, float] | None:
+        """The block's (scores, threshold) if its file is there and sound, else None."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            with open(path, encoding="utf-8") as file:
+                saved = json.load(file)
+            if saved.get("key") != key or len(saved["scores"]) != n_scored:
+                raise ValueError("its key or number of scores does not match its name")
+            scores = np.array([_decode(x) for x in saved["scores"]], dtype=np.float64)
+            return scores, _decode(saved["threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"Ignoring the damaged checkpoint file {path} ({exc}); its block is refitted.",
+                          stacklevel=3)
+            return None
+
+    def save(self, key: str, block: tuple[int, int, int], scores: np.ndarray, threshold: float) -> Path:
+        """Write the block's result atomically: a temporary file in the folder, then ``os.replace``."""
+        lo, s, e = block
+        index = self._index
+        document = {
+            "key": key,
+            "format": FORMAT,
+            "estimator": self._common["estimator"],
+            "rows": {"train": [lo, s], "scored": [s, e]},
+            "dates": {"train_first": str(index[lo]), "train_last": str(index[s - 1]),
+                      "scored_first": str(index[s]), "scored_last": str(index[e - 1])},
+            "threshold": _encode(float(threshold)),
+            "scores": [_encode(float(x)) for x in scores],
+        }
+        path = self.path(key)
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".block-", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                json.dump(document, file, allow_nan=False)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
