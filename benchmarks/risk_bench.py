@@ -115,7 +115,7 @@ def baselines() -> dict:
         "PCA 3-factor": _pca3,
     }
     try:
-        from skfolio.moments import DenoiseCovariance, EWCovariance, GerberCovariance, GeodesicShrinkageCovariance
+        from skfolio.moments import DenoiseCovariance, EWCovariance, GeodesicShrinkageCovariance, GerberCovariance
     except ImportError:
         print("skfolio not installed: its estimators are left out")
         return estimators

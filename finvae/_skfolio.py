@@ -17,6 +17,7 @@ except ImportError as error:  # pragma: no cover - exercised only without skfoli
     ) from error
 
 from finvae import risk
+from finvae._exceptions import DataError
 from finvae.estimator import FinVAE
 
 __all__ = ["FinVAECovariance"]
@@ -97,12 +98,18 @@ class FinVAECovariance(BaseCovariance):
             if self.estimator is None:
                 raise ValueError("refit=False needs a fitted FinVAE as estimator.")
             self.estimator_ = self.estimator
-        covariance = risk.covariance(self.estimator_, X, horizon=horizon)
+        covariance = np.asarray(risk.covariance(self.estimator_, X, horizon=horizon), dtype=np.float64)
+        if not np.isfinite(covariance).all():
+            raise DataError(
+                "no covariance forecast at the last date of X: it needs a scored date (window "
+                f"{self.estimator_.window}, min_coverage {self.estimator_.min_coverage}) and at least "
+                f"{risk.MIN_DAYS} scored days in its lookback. Pass a longer history."
+            )
         values = np.asarray(X, dtype=np.float64)
         self.n_features_in_ = values.shape[1]
         names = getattr(X, "columns", None)
         if names is not None and all(isinstance(c, str) for c in names):
             self.feature_names_in_ = np.asarray(names, dtype=object)
         self.location_ = np.zeros(values.shape[1]) if self.assume_centered else np.nanmean(values, axis=0)
-        self._set_covariance(np.asarray(covariance, dtype=np.float64) / horizon)
+        self._set_covariance(covariance / horizon)
         return self

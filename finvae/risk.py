@@ -115,7 +115,9 @@ def _check_weights(weights, model, n_assets: int) -> np.ndarray:
         )
     if not np.isfinite(values).all():
         bad = [names[i] for i in np.flatnonzero(~np.isfinite(values))]
-        raise DataError(f"weights must be finite; NaN or inf for {bad[:5]}. Give every asset a weight (0 to leave it out).")
+        raise DataError(
+            f"weights must be finite; NaN or inf for {bad[:5]}. Give every asset a weight (0 to leave it out)."
+        )
     return values
 
 
