@@ -60,7 +60,7 @@ from scipy import stats
 
 from finvae import FinVAE
 from finvae.datasets import load_sp500_sample, prices_to_returns
-from finvae.risk import covariance_forecasts
+from finvae.risk import covariance_forecasts, tail_risk
 
 HOLD = 21
 WINDOW = 252
@@ -331,8 +331,8 @@ def finvae_var(returns, models: dict, forecast_dates) -> tuple[np.ndarray, np.nd
         if not len(in_year):
             continue
         history = returns.loc[: in_year[-1]]
-        var.loc[in_year] = model.value_at_risk(history, alpha=ALPHA).loc[in_year]
-        es.loc[in_year] = model.expected_shortfall(history, alpha=ALPHA).loc[in_year]
+        both = tail_risk(model, history, alpha=ALPHA).loc[in_year]
+        var.loc[in_year], es.loc[in_year] = both["value_at_risk"], both["expected_shortfall"]
     return var.to_numpy(), es.to_numpy()
 
 

@@ -57,9 +57,10 @@ import numpy as np
 import pandas as pd
 
 from finvae._exceptions import DataError
+from finvae.windows import trailing_ewma
 
 __all__ = ["LOOKBACK", "MIN_DAYS", "MIN_OUTCOMES", "covariance", "covariance_forecasts",
-           "expected_shortfall", "value_at_risk"]
+           "expected_shortfall", "tail_risk", "value_at_risk"]
 
 #: Days of surprises behind each covariance forecast: one trading year, as the baselines use.
 LOOKBACK = 252
@@ -161,14 +162,19 @@ class _Parts:
         scales = [s[1:].astype(np.float64) for s in model._trailing_scales(extended)]
         halflives = model._vol_halflives()
         floor = 0.1 * np.asarray(model.scale_, dtype=np.float64)
-        if len(scales) == 1:
+        if len(scales) == 1:  # one EWMA: the volatility forecast stays flat
             self.fast_var = self.slow_var = np.maximum(scales[0], floor) ** 2
-            self.lam = 0.0
         else:
             fast, slow = (scales[0], scales[1]) if halflives[0] <= halflives[1] else (scales[1], scales[0])
             self.fast_var, self.slow_var = np.maximum(fast, floor) ** 2, np.maximum(slow, floor) ** 2
-            self.lam = 0.5 ** (1.0 / min(halflives))
+        # the fast half-life: of the volatility's mean reversion, and of a portfolio's regime adjustment (VaR)
+        self.halflife = min(halflives)
+        self.lam = 0.5 ** (1.0 / self.halflife)
+        # the slow half-life: of the covariance's regime adjustment and of its decay over the horizon
+        self.slow_halflife = max(halflives)
+        self.slow_lam = 0.5 ** (1.0 / self.slow_halflife)
         self.x_power = np.square(np.square(x).sum(axis=1))  # (x_t' x_t)^2, for the shrinkage intensity
+        self._regime = None
 
     def scale_path(self, t: int, horizon: int) -> np.ndarray:
         """Each asset's volatility forecast for days ``t + 1 .. t + horizon``: shape (horizon, n_assets)."""
@@ -182,24 +188,44 @@ class _Parts:
             return None
         lo = max(0, t - LOOKBACK + 1)
         days = lo + np.flatnonzero(self.scored[lo : t + 1])
-        n = len(days)
-        if n < MIN_DAYS:
+        if len(days) < MIN_DAYS:
             return None
         x, f, e = self.x[days], self.f[days], self.e[days]
+        n = len(days)
         sample = x.T @ x / n
         target = f.T @ f / n
         target[np.diag_indices_from(target)] += np.square(e).mean(axis=0)
-        # Ledoit-Wolf: pi = sum over entries of the sampling variance of S's entries (times n).
+        # Ledoit-Wolf: pi = sum over entries of the variance of x_i x_j, so pi / n that of S's entries.
         pi = self.x_power[days].mean() - np.square(sample).sum()
         gamma = np.square(target - sample).sum()
         intensity = 1.0 if gamma <= 0 else float(np.clip(pi / (n * gamma), 0.0, 1.0))
         return intensity * target + (1.0 - intensity) * sample
+
+    def regime(self) -> np.ndarray:
+        """Each date's regime multiplier of the covariance: the EWMA of past one-day Mahalanobis ratios."""
+        if self._regime is None:
+            ratio = np.full(self.n_days, np.nan)
+            for s in range(self.n_days - 1):
+                part = self.correlation_part(s)
+                if part is not None and self.scored[s + 1]:
+                    x = self.x[s + 1]
+                    try:
+                        ratio[s] = float(x @ np.linalg.solve(part, x)) / self.n_assets
+                    except np.linalg.LinAlgError:
+                        pass
+            valid = np.flatnonzero(np.isfinite(ratio))
+            level = trailing_ewma(ratio[valid], 1.0, self.slow_halflife)
+            known = np.searchsorted(valid + 1, np.arange(self.n_days), side="right")
+            self._regime = level[known]
+        return self._regime
 
     def covariance(self, t: int, horizon: int) -> np.ndarray | None:
         part = self.correlation_part(t)
         if part is None:
             return None
         path = self.scale_path(t, horizon)
+        excess = self.regime()[t] - 1.0  # decays over the horizon at the slow half-life
+        path = path * np.sqrt(np.maximum(1.0 + excess * self.slow_lam ** np.arange(horizon), 0.0))[:, None]
         return part * (path.T @ path)
 
 
@@ -285,13 +311,16 @@ def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.n
     parts = _Parts(model, X)
     values = X.to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=np.float64)
     n = parts.n_days
-    sigma = np.full(n, np.nan)
+    sigma, sigma_1 = np.full(n, np.nan), np.full(n, np.nan)
     for t in range(n):
         part = parts.correlation_part(t)
         if part is not None:
-            scaled = parts.scale_path(t, horizon) * w  # (horizon, n_assets)
-            sigma[t] = np.sqrt(max(float(np.einsum("ki,ij,kj->", scaled, part, scaled)), 0.0))
+            path = parts.scale_path(t, horizon) * w  # (horizon, n_assets)
+            daily_var = np.einsum("ki,ij,kj->k", path, part, path)
+            sigma[t] = np.sqrt(max(float(daily_var.sum()), 0.0))
+            sigma_1[t] = np.sqrt(max(float(daily_var[0]), 0.0))
     daily = np.nansum(values * w, axis=1)  # missing returns count as 0
+    sigma *= _regime_adjustment(daily, sigma_1, parts.halflife)
     # The realised h-day return after each date s: days s+1 .. s+h.
     sums = np.concatenate(([0.0], np.cumsum(daily)))
     outcome = np.full(n, np.nan)
@@ -315,6 +344,31 @@ def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.n
         var[t] = -tail.max() * sigma[t]
         es[t] = -tail.mean() * sigma[t]
     return var, es, parts.index
+
+
+def _regime_adjustment(daily: np.ndarray, sigma_1: np.ndarray, halflife: float) -> np.ndarray:
+    """Each date's volatility multiplier: the root of an EWMA of the past squared one-day standardized returns."""
+    n = len(daily)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        squared = np.square(daily[1:] / sigma_1[:-1])  # the outcome of date s's forecast, known at s + 1
+    valid = np.flatnonzero(np.isfinite(squared))
+    level = trailing_ewma(squared[valid], 1.0, halflife)
+    # date t knows the outcomes of the forecasts made at s <= t - 1
+    known = np.searchsorted(valid + 1, np.arange(n), side="right")
+    return np.sqrt(level[known])
+
+
+def tail_risk(model, X, alpha: float = 0.01, weights=None, horizon: int = 1) -> pd.DataFrame | np.ndarray:
+    """:func:`value_at_risk` and :func:`expected_shortfall` in one pass, as two columns of a DataFrame.
+
+    Returns
+    -------
+    risk : DataFrame aligned to ``X``'s dates (ndarray of shape (n_days, 2) for array input)
+    """
+    var, es, index = _portfolio_tail(model, X, alpha, weights, horizon)
+    if index is None:
+        return np.column_stack([var, es])
+    return pd.DataFrame({"value_at_risk": var, "expected_shortfall": es}, index=index)
 
 
 def value_at_risk(model, X, alpha: float = 0.01, weights=None, horizon: int = 1) -> pd.Series | np.ndarray:
