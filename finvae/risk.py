@@ -17,7 +17,7 @@ and Wolf's (2003) optimal shrinkage intensity towards a target, estimated on
 the same days, ``min(1, pi / (n * ||F - S||^2))`` with ``pi`` the summed
 sampling variance of the entries of ``S`` (the target treated as fixed:
 ``rho = 0``); nothing in it is tuned. The covariance of returns is then
-``diag(s) C diag(s)`` with ``s`` each asset's volatility forecast:
+``diag(s) C diag(s)`` with ``s`` each asset's volatility forecast.
 
 **The horizon.** Over ``h`` days, the sum of the daily covariances
 ``C * sum_k s_k s_k'`` with each asset's variance on day ``t + k``
@@ -26,17 +26,38 @@ sampling variance of the entries of ``S`` (the target treated as fixed:
 shock the fast EWMA falls back towards the slow one at the fast half-life (5
 days by default), which is what it does when the coming days' squared returns
 are at the slow level. The half-life of the mean reversion is so the model's
-own ``vol_halflife[0]``, not a number fitted to a benchmark; with one
+own fast ``vol_halflife``, not a number fitted to a benchmark; with one
 half-life the variance stays flat. Serial correlation is ignored.
 
+**The regime adjustment.** A year of surprises lags a change of regime (in a
+sell-off correlations rise within days). Each forecast is checked the next
+day: the Mahalanobis ratio ``x_{t+1}' C_t^-1 x_{t+1} / n_assets`` is 1 on
+average for a right forecast, and the covariance is multiplied by an EWMA of
+the past ratios (Barra's volatility regime adjustment), at the model's slow
+half-life (60 days), decaying back to 1 at that half-life over the horizon.
+It averages over every direction, mostly the idiosyncratic ones, so it
+calibrates the whole matrix (the likelihood) rather than the market
+direction: when correlations rise, idiosyncratic surprises shrink and the
+ratio falls while the market's risk rises. A portfolio's VaR and ES therefore
+use its own check instead: the portfolio's forecast volatility (without the
+matrix's adjustment) is multiplied by the root of an EWMA of its past squared
+one-day standardized returns, at the model's fast half-life (5 days), as
+quickly as the volatility scaling reacts, decaying back to 1 over the
+horizon at that half-life. (Which half-life goes where was
+chosen on ``benchmarks/risk_bench.py`` between the model's two: the fast one
+for the matrix made the daily likelihood worse, the slow one for VaR left
+exceptions clustered; docs/risk_model.md.)
+
 **VaR and ES.** A portfolio's ``h``-day volatility forecast ``sigma_t`` comes
-from the covariance above; its quantile is filtered historical simulation:
-the empirical ``alpha``-quantile of the portfolio's past standardized
-``h``-day returns ``u_s = (w' (r_{s+1} + ... + r_{s+h})) / sigma_s``, over
-every date ``s`` of ``X`` whose ``h`` days are over by ``t`` (an expanding,
-causal window). ``VaR_t = -u_(j) sigma_t`` with ``u_(j)`` the ``j``-th smallest,
-``j = ceil(alpha * m)`` of ``m`` outcomes, and ``ES_t`` minus the mean of the
-``j`` smallest times ``sigma_t``, so that ``ES >= VaR`` always.
+from the covariance above and its regime adjustment; its quantile is filtered
+historical simulation: the empirical ``alpha``-quantile of the portfolio's
+past standardized ``h``-day returns ``u_s = (w' (r_{s+1} + ... + r_{s+h})) / sigma_s``,
+over every date ``s`` of ``X`` whose ``h`` days are over by ``t`` (an
+expanding, causal window). ``VaR_t = -u_(j) sigma_t`` with ``u_(j)`` the
+``j``-th smallest, ``j = ceil(alpha * m)`` of ``m`` outcomes, and ``ES_t``
+minus the mean of the ``j`` smallest times ``sigma_t``, so that ``ES >= VaR``
+always. Over ``h > 1`` days the volatility path is the mean-reverting one
+above and the quantile that of past ``h``-day outcomes (overlapping).
 
 **Missing values and NaN.** Missing returns enter the sample moments as zero
 surprises (FinVAE's convention). A date gets NaN when it is not scored by the
@@ -311,16 +332,17 @@ def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.n
     parts = _Parts(model, X)
     values = X.to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=np.float64)
     n = parts.n_days
-    sigma, sigma_1 = np.full(n, np.nan), np.full(n, np.nan)
+    daily_var = np.full((n, horizon), np.nan)  # the portfolio's variance on each day of the horizon
     for t in range(n):
         part = parts.correlation_part(t)
         if part is not None:
             path = parts.scale_path(t, horizon) * w  # (horizon, n_assets)
-            daily_var = np.einsum("ki,ij,kj->k", path, part, path)
-            sigma[t] = np.sqrt(max(float(daily_var.sum()), 0.0))
-            sigma_1[t] = np.sqrt(max(float(daily_var[0]), 0.0))
+            daily_var[t] = np.maximum(np.einsum("ki,ij,kj->k", path, part, path), 0.0)
     daily = np.nansum(values * w, axis=1)  # missing returns count as 0
-    sigma *= _regime_adjustment(daily, sigma_1, parts.halflife)
+    # the portfolio's regime adjustment, decaying back to 1 over the horizon as the fast volatility does
+    excess = _regime_adjustment(daily, np.sqrt(daily_var[:, 0]), parts.halflife) - 1.0
+    decay = parts.lam ** np.arange(horizon)
+    sigma = np.sqrt((daily_var * np.maximum(1.0 + excess[:, None] * decay, 0.0)).sum(axis=1))
     # The realised h-day return after each date s: days s+1 .. s+h.
     sums = np.concatenate(([0.0], np.cumsum(daily)))
     outcome = np.full(n, np.nan)
@@ -347,7 +369,7 @@ def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.n
 
 
 def _regime_adjustment(daily: np.ndarray, sigma_1: np.ndarray, halflife: float) -> np.ndarray:
-    """Each date's volatility multiplier: the root of an EWMA of the past squared one-day standardized returns."""
+    """Each date's variance multiplier: an EWMA of the past squared one-day standardized returns."""
     n = len(daily)
     with np.errstate(invalid="ignore", divide="ignore"):
         squared = np.square(daily[1:] / sigma_1[:-1])  # the outcome of date s's forecast, known at s + 1
@@ -355,7 +377,7 @@ def _regime_adjustment(daily: np.ndarray, sigma_1: np.ndarray, halflife: float) 
     level = trailing_ewma(squared[valid], 1.0, halflife)
     # date t knows the outcomes of the forecasts made at s <= t - 1
     known = np.searchsorted(valid + 1, np.arange(n), side="right")
-    return np.sqrt(level[known])
+    return level[known]
 
 
 def tail_risk(model, X, alpha: float = 0.01, weights=None, horizon: int = 1) -> pd.DataFrame | np.ndarray:
