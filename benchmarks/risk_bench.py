@@ -345,6 +345,8 @@ def var_table(losses: np.ndarray, methods: dict) -> pd.DataFrame:
         z2, p_z2 = acerbi_szekely_z2(losses[ok], var[ok], es[ok], ALPHA)
         rows[name] = {
             "days": int(ok.sum()),
+            "mean_var": float(var[ok].mean()),
+            "max_var": float(var[ok].max()),
             "exceptions": exceptions.mean(),
             "kupiec_p": kupiec(exceptions, ALPHA),
             "christoffersen_p": christoffersen(exceptions),
