@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 
 from finvae import DataError, FinVAE
-from finvae.risk import MIN_DAYS, MIN_OUTCOMES, covariance, covariance_forecasts, expected_shortfall, value_at_risk
+from finvae.risk import (
+    MIN_DAYS,
+    MIN_OUTCOMES,
+    covariance,
+    covariance_forecasts,
+    expected_shortfall,
+    tail_risk,
+    value_at_risk,
+)
 
 ASSETS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
 FAST = dict(window=5, hidden=8, epochs=3, random_state=0, verbose=0)
@@ -110,6 +118,13 @@ def test_var_and_es_are_positive_losses_aligned_to_the_dates_with_es_above_var(m
     assert (var[known] > 0).all()
     assert (es[known] >= var[known]).all()
     assert es.notna().equals(known)
+
+
+def test_tail_risk_gives_both_in_one_pass(model, returns):
+    both = tail_risk(model, returns, alpha=0.05, horizon=2)
+    assert list(both.columns) == ["value_at_risk", "expected_shortfall"]
+    pd.testing.assert_series_equal(both["value_at_risk"], model.value_at_risk(returns, alpha=0.05, horizon=2))
+    pd.testing.assert_series_equal(both["expected_shortfall"], model.expected_shortfall(returns, alpha=0.05, horizon=2))
 
 
 def test_var_grows_with_the_horizon_and_the_confidence(model, returns):
