@@ -43,7 +43,9 @@ use its own check instead: the portfolio's forecast volatility (without the
 matrix's adjustment) is multiplied by the root of an EWMA of its past squared
 one-day standardized returns, at the model's fast half-life (5 days), as
 quickly as the volatility scaling reacts, decaying back to 1 over the
-horizon at that half-life. (Which half-life goes where was
+horizon at that half-life. Each squared return enters it capped at
+``REGIME_CAP`` (a 3.3-sigma day): a single jump, which the fast volatility
+already takes in, is not counted twice. (Which half-life goes where was
 chosen on ``benchmarks/risk_bench.py`` between the model's two: the fast one
 for the matrix made the daily likelihood worse, the slow one for VaR left
 exceptions clustered; docs/risk_model.md.)
@@ -76,6 +78,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
+from scipy.stats import chi2
 
 from finvae._exceptions import DataError
 from finvae.windows import trailing_ewma
@@ -85,6 +88,12 @@ __all__ = ["LOOKBACK", "MIN_DAYS", "MIN_OUTCOMES", "covariance", "covariance_for
 
 #: Days of surprises behind each covariance forecast: one trading year, as the baselines use.
 LOOKBACK = 252
+
+#: Largest squared standardized return that enters a portfolio's regime adjustment: the 99.9 %
+#: quantile of a chi-squared with one degree of freedom (a 3.3-sigma day). A jump, which the fast
+#: volatility already takes in, so moves the adjustment no more than a 3.3-sigma day would
+#: (bounded influence) and is not counted twice.
+REGIME_CAP = float(chi2.ppf(0.999, 1))
 
 #: Least scored days in a date's lookback for a covariance forecast (NaN below).
 MIN_DAYS = 20
@@ -374,7 +383,7 @@ def _regime_adjustment(daily: np.ndarray, sigma_1: np.ndarray, halflife: float) 
     with np.errstate(invalid="ignore", divide="ignore"):
         squared = np.square(daily[1:] / sigma_1[:-1])  # the outcome of date s's forecast, known at s + 1
     valid = np.flatnonzero(np.isfinite(squared))
-    level = trailing_ewma(squared[valid], 1.0, halflife)
+    level = trailing_ewma(np.minimum(squared[valid], REGIME_CAP), 1.0, halflife)
     # date t knows the outcomes of the forecasts made at s <= t - 1
     known = np.searchsorted(valid + 1, np.arange(n), side="right")
     return level[known]
