@@ -1,7 +1,8 @@
 """FinVAE as a risk model beside the covariance and VaR estimators quants use.
 
-Run ``python benchmarks/risk_bench.py`` (one command, a printed table; a few
-minutes on 2 busy cores: 23 FinVAE fits, two at a time); ``--figure PATH``
+Run ``python benchmarks/risk_bench.py`` (one command, a printed table; 330 s
+measured on 2 CPU cores shared with other jobs, 206 s of it the 23 FinVAE fits,
+two at a time, with the default 60 epochs at most); ``--figure PATH``
 also draws FinVAE's VaR with its exceptions (``docs/risk_var.png``);
 ``--quick`` is a smoke-test size.
 
