@@ -38,7 +38,7 @@ filtered historical simulation (the same GARCH volatility times the empirical
 quantile of its standardized residuals), both refitted yearly on an expanding
 window by the ``arch`` package and filtered with fixed parameters within the
 year; FinVAE's :meth:`~finvae.FinVAE.value_at_risk` from the yearly refits.
-Figures: the exception rate, Kupiec's proportion-of-failures p-value,
+Figures: the mean and largest VaR (what a VaR costs), the exception rate, Kupiec's proportion-of-failures p-value,
 Christoffersen's independence p-value, the share of consecutive 250-day
 blocks in the Basel green (≤ 4 exceptions), yellow (5-9) and red (≥ 10)
 zones; and an expected-shortfall backtest, Acerbi and Székely's (2014) Z2
