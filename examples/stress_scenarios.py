@@ -13,13 +13,21 @@ Run ``python examples/stress_scenarios.py [--out DIR] [--seed N]`` (about 10 s).
    volatility known on 2019-12-31 (and, as a second question, in the crisis's
    average trailing volatility), with each scenario's buy-and-hold return for
    the equal-weight portfolio of the 20 stocks.
+   Then the same strengths as *distributions*: 2,000 paths of 20 days simulated
+   from the state on 2019-12-31 (:meth:`FinVAE.simulate`, dynamics learned on
+   1990-2019), with every simulated day's code moved along the vector: the
+   quantiles of the portfolio's P&L per strength.
 4. What actually happened: the equal-weight portfolio over the 20 trading days
    after 2019, over its worst 20 trading days ending in March 2020, where
    those days' codes sat along the crisis vector, and (hindsight, to check
    the decoder rather than to forecast) what the 2019 window moved that far
    decodes to.
 
-Writes to ``--out``: ``scenarios.png`` (the scenarios side by side, cumulative
+Last, the unstressed simulation from the state on the day before that worst
+window (returns up to that day only): how likely the model found such a loss.
+
+Writes to ``--out``: ``scenarios_simulated.png`` (bands of the simulated
+paths per strength), ``scenarios.png`` (the scenarios side by side, cumulative
 returns per stock and of the portfolio), ``scenarios_vs_2020.png`` (the
 portfolio's path in each scenario beside the real one of February-March 2020)
 and ``scenarios.csv`` (the tidy scenario windows).
@@ -41,10 +49,12 @@ import pandas as pd  # noqa: E402
 from finvae import FinVAE  # noqa: E402
 from finvae.concepts import concept_vector, stress_scenarios  # noqa: E402
 from finvae.datasets import load_sp500_sample, prices_to_returns  # noqa: E402
+from finvae.simulation import fit_dynamics  # noqa: E402
 
 TRAIN_END = "2019-12-31"
 CRISIS = ("2008-09-01", "2009-03-31")
 STRENGTHS = (0, 1, 2, 3)
+N_PATHS = 2000
 
 
 def equal_weight(returns: pd.DataFrame) -> float:
@@ -87,6 +97,13 @@ def main(argv=None) -> None:
     print(f"(trailing vol of the average stock: {volatility.loc[at].mean():.2%} a day on {at.date()}, "
           f"{crisis_vol.mean():.2%} on average in the crisis)")
 
+    dynamics = fit_dynamics(model, train)
+    simulated = stress_scenarios(model, train, crisis, STRENGTHS, at=at, n_paths=N_PATHS, random_state=args.seed,
+                                 dynamics=dynamics)
+    print(f"\nSimulated scenarios: {N_PATHS} paths of {model.window} days after {at.date()} per strength, codes "
+          "moved along the vector; quantiles of the equal-weight portfolio's buy-and-hold return:")
+    print(simulated.quantiles.to_string(float_format=lambda v: f"{v:+.1%}"))
+
     # What happened.
     after = returns.loc[returns.index > at]
     next_window = after.iloc[: model.window]
@@ -115,6 +132,22 @@ def main(argv=None) -> None:
     print(f"  the 2019 window moved to that strength decodes to {hindsight:+.2%} (2019 vol), "
           f"{hindsight_crisis.pnl['portfolio'].iloc[0]:+.2%} (crisis vol)")
 
+    loss = equal_weight(worst)
+    share = (simulated.paths[:, :, -1] <= loss).mean(axis=1)
+    print("  share of simulated paths after 2019-12-31 losing at least as much, per strength: "
+          + ", ".join(f"{s:g}: {p:.2%}" for s, p in zip(STRENGTHS, share, strict=True)))
+    pushed = stress_scenarios(model, train, crisis, [implied], at=at, n_paths=N_PATHS, random_state=args.seed,
+                              dynamics=dynamics).quantiles.iloc[0]
+    print(f"  simulated with the codes moved to that strength (hindsight): quantiles 1 % {pushed[0.01]:+.1%}, "
+          f"5 % {pushed[0.05]:+.1%}, median {pushed[0.5]:+.1%}")
+    eve = returns.index[returns.index.get_loc(worst.index[0]) - 1]
+    before = model.simulate(returns.loc[:eve], horizon=model.window, n_paths=N_PATHS, random_state=args.seed,
+                            dynamics=dynamics)
+    pnl = np.expm1(before.sum(axis=1, dtype=np.float64)).mean(axis=1)
+    print(f"  simulated from the state on {eve.date()} (the eve of that window; no stress): quantiles 1 % "
+          f"{np.quantile(pnl, 0.01):+.1%}, 5 % {np.quantile(pnl, 0.05):+.1%}, median {np.median(pnl):+.1%}; "
+          f"{(pnl <= loss).mean():.2%} of paths lose at least {-loss:.1%}")
+
     worst_scenario = table["crisis-average vol"].min()
     print("\nVerdict: " + (
         f"the scenarios span {table['vol of 2019-12-31'].min():+.1%} .. {table['vol of 2019-12-31'].max():+.1%} in "
@@ -128,6 +161,9 @@ def main(argv=None) -> None:
 
     fig = today.plot()
     fig.savefig(args.out / "scenarios.png", dpi=120)
+    plt.close(fig)
+    fig = simulated.plot()
+    fig.savefig(args.out / "scenarios_simulated.png", dpi=120)
     plt.close(fig)
     today.windows.to_csv(args.out / "scenarios.csv", index=False)
 

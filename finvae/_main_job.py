@@ -18,6 +18,7 @@ from finvae._exceptions import DataError
 from finvae.backtest import OverlayResult, _check_overlay_settings, _returns_frame, anomaly_overlay, walk_forward
 from finvae.estimator import SCORE_PARTS, FinVAE
 from finvae.factors import exposures
+from finvae.report import write_report
 
 __all__ = ["MainJobResult", "MarketShockVAE", "format_summary", "run_main_job"]
 
@@ -54,16 +55,12 @@ class MarketShockVAE(FinVAE):
 
     :meth:`score` returns the ``"kl"`` column of :meth:`FinVAE.score_parts`:
     how surprising the day's latent factors are under the training
-    distribution, in nats (large on market-wide shocks). Here that part is the
-    day's KL alone, not FinVAE's KL relative to its recent level: de-risking
-    wants the level of market-wide surprise, which stays high through a crisis
-    and keeps re-flagging it, not its onset. ``threshold_`` (and so
-    :meth:`predict`) is the ``1 - contamination`` quantile of this score on
-    the training dates. Everything else is FinVAE's.
+    distribution, in nats (large on market-wide shocks), without the
+    single-asset and cross-section parts, which a whole-portfolio overlay
+    barely feels. ``threshold_`` (and so :meth:`predict`) is the
+    ``1 - contamination`` quantile of this score on the training dates.
+    Everything else is FinVAE's.
     """
-
-    def _kl_part(self, kl: np.ndarray) -> np.ndarray:
-        return kl
 
     def fit(self, X, y=None) -> MarketShockVAE:
         super().fit(X)
@@ -157,6 +154,9 @@ def run_main_job(
        equal-weight index; the factors; equity curves and drawdowns; per-asset
        contributions on the ten most anomalous scored days (shares of the
        reference model's residual, :meth:`finvae.FinVAE.score_assets`).
+    5. **Report**: ``report.html``, all of the above on one self-contained
+       page, with the flagged dates' top assets, the settings and the
+       package versions (:func:`finvae.report.write_report`), written last.
 
     Parameters
     ----------
@@ -268,9 +268,15 @@ def run_main_job(
         say("Drawing figures...")
         files += _draw(out, returns, wf, factors.loc[scored], shares.loc[scored], overlay, signal)
     seconds = time.perf_counter() - began
+    result = MainJobResult(walk_forward=wf, factors=factors, exposures=betas, overlay=overlay, summary=summary,
+                           model=model, files=files, seconds=seconds)
+    settings = dict(start=start, window=window, latent_dim=latent_dim, epochs=epochs, refit_every=refit_every,
+                    min_train=min_train, n_jobs=n_jobs, random_state=random_state, signal=signal,
+                    vol_halflife=vol_halflife, hold=hold, exposure_when_flagged=exposure_when_flagged,
+                    cost_bps=cost_bps, figures=figures)
+    files.append(write_report(result, out, settings, contributions=shares.loc[scored]))  # report.html, last
     say(f"Done. Wrote {len(files)} files to {out}/.")
-    return MainJobResult(walk_forward=wf, factors=factors, exposures=betas, overlay=overlay, summary=summary,
-                         model=model, files=files, seconds=seconds)
+    return result
 
 
 def _write(frame: pd.DataFrame, path: Path, index_label: str = "Date") -> Path:

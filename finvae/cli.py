@@ -4,6 +4,8 @@
 
     finvae data sample --out prices.csv
     finvae data download AAPL MSFT --start 2015-01-01 --out prices.csv
+    finvae fit prices.csv --model my-model --end 2019-12-31   # fit once, save the model
+    finvae score prices.csv --model my-model --out scores.csv # score every date, each evening
     finvae run                                   # the main job on the bundled sample
     finvae run --tickers AAPL MSFT JPM XOM --out my-run
 
@@ -23,6 +25,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -115,6 +118,303 @@ def _cmd_data_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- finvae fit / finvae score
+
+
+def _date(text: str) -> pd.Timestamp:
+    """An argparse ``type`` for dates, so that a bad date ends in a usage error."""
+    try:
+        return pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"expected a date such as 2024-01-31, got {text!r}") from None
+
+
+def _add_input_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("prices", metavar="PRICES",
+                        help="CSV or parquet file, one row per date and one column per asset, of prices or returns "
+                             "(a 'Date' column or the first column holds the dates)")
+    parser.add_argument("--model", required=True, metavar="DIR", help=what)
+    parser.add_argument("--assume", choices=("auto", "prices", "returns"), default="auto",
+                        help="what PRICES holds (default: decided from the numbers, and said in one line)")
+
+
+def _add_fit_parser(subparsers: argparse._SubParsersAction) -> None:
+    from finvae import FinVAE
+
+    defaults = FinVAE()
+    fit = subparsers.add_parser(
+        "fit", help="fit FinVAE on a file of prices or returns and save the model",
+        description="Fit FinVAE on the dates of PRICES between --start and --end, and save the model to the folder "
+                    "--model (finvae.json and model.safetensors; a model already there is replaced). "
+                    "Then score each new day with `finvae score`.")
+    _add_input_arguments(fit, "folder to save the model in (created if missing)")
+    fit.add_argument("--start", type=_date, metavar="DATE",
+                     help="first date fitted on, YYYY-MM-DD (default: the first in PRICES)")
+    fit.add_argument("--end", type=_date, metavar="DATE",
+                     help="last date fitted on, inclusive (default: the last in PRICES)")
+    fit.add_argument("--window", type=_number(int, least=2), default=defaults.window, metavar="N",
+                     help="days per FinVAE window (default: %(default)s)")
+    fit.add_argument("--latent-dim", type=_number(int, least=1), default=defaults.latent_dim, metavar="K",
+                     help="number of latent factors (default: %(default)s)")
+    fit.add_argument("--epochs", type=_number(int, least=1), default=defaults.epochs, metavar="N",
+                     help="most training epochs (default: %(default)s)")
+    fit.add_argument("--seed", type=int, default=0, metavar="S",
+                     help="random seed: the same file, dates and seed give the same model (default: 0)")
+    fit.add_argument("--quiet", action="store_true", help="no training progress bar")
+    fit.set_defaults(func=_cmd_fit)
+
+
+def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
+    score = subparsers.add_parser(
+        "score", help="score each date with a saved model: score, its parts, threshold, flag, top assets",
+        description="Score each date of PRICES with the model that `finvae fit` saved in --model, and write one "
+                    "row per date to --out: the anomaly score, each of its parts, the threshold, the flag "
+                    "(score > threshold) and the assets that contributed most (their shares of the day's "
+                    "squared residual). Pass the whole history, not the last days only: each score uses the "
+                    "trailing volatility of the days before it.")
+    _add_input_arguments(score, "the folder that `finvae fit` (or FinVAE.save) wrote")
+    score.add_argument("--out", required=True, metavar="CSV", help="CSV file to write ('-' for stdout)")
+    score.add_argument("--start", type=_date, metavar="DATE",
+                       help="first date written (default: the first); the dates before still feed the scores")
+    score.add_argument("--end", type=_date, metavar="DATE",
+                       help="last date scored, inclusive (default: the last in PRICES)")
+    score.add_argument("--top", type=_number(int, least=1), default=3, metavar="N",
+                       help="assets listed per date in the top_assets column (default: %(default)s)")
+    score.set_defaults(func=_cmd_score)
+
+
+def _read_returns(path: str, assume: str) -> pd.DataFrame:
+    """Returns from a file of prices or returns (``load_returns``), with its note on which it assumed.
+
+    Besides ``load_returns``'s checks: a file whose numbers move like price
+    levels but with zero or negative values (a bad tick, a column of
+    something else) is refused, rather than used as returns.
+    """
+    import numpy as np
+
+    from finvae.datasets import load_returns
+    from finvae.datasets._market import PRICE_STEP
+
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file" + (" (it is a folder)" if Path(path).is_dir() else "")
+                        + ". Pass a CSV or parquet file of prices, e.g. from `finvae data sample --out prices.csv`.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        returns = load_returns(path, assume=assume)
+    values = returns.to_numpy()
+    if assume == "auto" and (values <= 0).any():
+        positive = np.where(values > 0, values, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            steps = np.abs(positive[1:] / positive[:-1] - 1.0)
+        steps = steps[np.isfinite(steps)]
+        if steps.size and np.median(steps) < PRICE_STEP:  # persistent levels: prices, with some not positive
+            try:
+                load_returns(path, assume="prices")
+            except DataError as exc:
+                raise DataError(f"{path} looks like prices (its values move {np.median(steps):.1%} a day) that are "
+                                f"not all positive: {exc} (--assume returns reads the file as returns.)") from None
+    for warning in caught:  # load_returns names its Python argument: say the option instead
+        text = str(warning.message)
+        for holds in ("prices", "returns"):
+            text = text.replace(f"assume='{holds}'", f"--assume {holds}")
+        warnings.showwarning(text, warning.category, warning.filename, warning.lineno)
+    if returns.empty:
+        raise DataError(f"{path} holds no returns ({len(returns)} dates × {returns.shape[1]} assets).")
+    return returns
+
+
+def _between(returns: pd.DataFrame, start, end, path: str) -> pd.DataFrame:
+    chosen = returns.loc[start:end]
+    if chosen.empty:
+        raise DataError(f"{path} has no dates between {start.date() if start is not None else 'its start'} and "
+                        f"{end.date() if end is not None else 'its end'} (it covers {returns.index[0].date()} to "
+                        f"{returns.index[-1].date()}). Pass other --start/--end dates.")
+    return chosen
+
+
+def _dates(index: pd.Index) -> str:
+    return f"{len(index):,} dates, {index[0].date()} to {index[-1].date()}"
+
+
+#: Written by ``finvae fit`` beside the model's files: what it was fitted on (``finvae score`` reports it).
+FIT_INFO = "fit.json"
+
+
+def _umask() -> int:
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _check_model_target(folder: Path) -> None:
+    """DataError unless ``folder`` is missing, empty, or a model folder (which a new fit may replace)."""
+    from finvae._persistence import MODEL_FILES
+
+    if folder.exists() and not (folder.is_dir() and ((folder / MODEL_FILES[0]).is_file() or not any(folder.iterdir()))):
+        raise DataError(f"{folder} exists and is not a finvae model folder; it is left as it is. "
+                        "Pass a new folder (or an old model's folder, to replace that model) to --model.")
+
+
+def _save_model(model, folder: Path, info: dict) -> None:
+    """Save to a new folder beside ``folder``, then swap it in: a crash never leaves half a model there."""
+    import json
+    import shutil
+    import tempfile
+
+    _check_model_target(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; a saved model is an ordinary folder
+        model.save(staging)
+        (staging / FIT_INFO).write_text(json.dumps(info, indent=1))
+        if folder.exists():
+            old = staging.with_name(staging.name + ".old")
+            folder.rename(old)
+            staging.rename(folder)
+            shutil.rmtree(old)
+        else:
+            staging.rename(folder)
+    except OSError as exc:
+        raise DataError(f"Could not save the model to {folder}: {exc.strerror or exc}.") from None
+
+
+def _write_csv_atomically(table: pd.DataFrame, out: str) -> None:
+    """Write ``table`` to a temporary file beside ``out``, then rename it: readers never see half a file."""
+    import os
+    import tempfile
+
+    if out == "-":
+        table.to_csv(sys.stdout, index_label="Date", float_format="%.6g")
+        return
+    target = Path(out)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(handle, "w", newline="") as file:
+                table.to_csv(file, index_label="Date", float_format="%.6g")
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's file is private; the CSV is an ordinary file
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise DataError(f"Could not write {out}: {exc.strerror or exc}.") from None
+
+
+def _top_assets(shares: pd.DataFrame, top: int) -> pd.Series:
+    """Per date, the ``top`` assets by share as "AAPL 0.62; MSFT 0.20; ..." ("" where there is no share)."""
+    import numpy as np
+
+    values = shares.to_numpy()
+    names = np.asarray([str(c) for c in shares.columns])
+    order = np.argsort(-np.nan_to_num(values, nan=-1.0), axis=1, kind="stable")[:, :top]
+    texts = []
+    for row, picks in zip(values, order, strict=True):
+        picks = [i for i in picks if np.isfinite(row[i]) and row[i] > 0]
+        texts.append("; ".join(f"{names[i]} {row[i]:.2f}" for i in picks))
+    return pd.Series(texts, index=shares.index, name="top_assets")
+
+
+def _fit_end(folder: Path) -> pd.Timestamp | None:
+    """The last date ``finvae fit`` fitted the model on (its ``fit.json``), or None if unknown."""
+    import json
+
+    try:
+        return pd.Timestamp(json.loads((folder / FIT_INFO).read_text())["end"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a model saved by FinVAE.save, or an unreadable note: the scores do not depend on it
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from finvae import FinVAE
+
+    _check_model_target(Path(args.model))  # before the fit, not after it
+    returns = _between(_read_returns(args.prices, args.assume), args.start, args.end, args.prices)
+    model = FinVAE(window=args.window, latent_dim=args.latent_dim, epochs=args.epochs, random_state=args.seed,
+                   verbose=0 if args.quiet else 1)
+    try:
+        model.fit(returns)
+    except DataError as exc:
+        raise DataError(f"{args.prices} ({_dates(returns.index)}): {exc}") from None
+    folder = Path(args.model)
+    info = {"prices": str(args.prices), "assume": args.assume, "start": str(returns.index[0].date()),
+            "end": str(returns.index[-1].date()), "n_dates": len(returns), "finvae": __version__}
+    _save_model(model, folder, info)
+    history = model.history_
+    print(f"Fitted FinVAE on {args.prices}: {_dates(returns.index)} × {returns.shape[1]} assets; "
+          f"window {args.window}, {args.latent_dim} factors, seed {args.seed}.")
+    print(f"Trained {len(history)} of {args.epochs} epochs (kept epoch {history.attrs.get('best_epoch', len(history))}"
+          f"). Threshold {model.threshold_:.3f}: {model.contamination:.0%} of the training dates score above it.")
+    print(f"Saved the model to {folder}/. Score with: finvae score PRICES --model {folder} --out scores.csv")
+    return EXIT_OK
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from finvae import FinVAE
+
+    model = FinVAE.load(args.model)
+    returns = _between(_read_returns(args.prices, args.assume), None, args.end, args.prices)
+    fitted = [str(name) for name in getattr(model, "feature_names_in_", [])]
+    columns = [str(name) for name in returns.columns]
+    if fitted and columns != fitted:
+        if sorted(columns) != sorted(fitted):
+            missing = [c for c in fitted if c not in set(columns)]
+            extra = [c for c in columns if c not in set(fitted)]
+            detail = "; ".join(([f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")]
+                                if missing else [])
+                               + ([f"not at fit {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else "")]
+                                  if extra else []))
+            raise DataError(f"{args.prices} has other assets than the model in {args.model} was fitted on ({detail}). "
+                            f"Score a file with the same {len(fitted)} columns, or refit: finvae fit {args.prices} "
+                            f"--model {args.model}.")
+        returns = returns.set_axis(columns, axis=1)[fitted]  # the same assets in another order
+    elif not fitted and returns.shape[1] != model.n_features_in_:
+        raise DataError(f"{args.prices} has {returns.shape[1]} assets; the model in {args.model} was fitted on "
+                        f"{model.n_features_in_}.")
+    try:
+        score = model.score(returns)
+        parts = model.score_parts(returns)
+        shares = model.score_assets(returns)
+    except DataError as exc:
+        raise DataError(f"{args.prices} ({_dates(returns.index)}): {exc}") from None
+    table = pd.concat([score.rename("score"), parts], axis=1)
+    table["threshold"] = model.threshold_
+    table["flag"] = score.gt(model.threshold_)  # predict's rule; False where there is no score
+    table["top_assets"] = _top_assets(shares, args.top)
+    fit_end = _fit_end(Path(args.model))
+    if fit_end is not None:
+        table["in_sample"] = table.index <= fit_end  # dates the model was fitted on: ~1 % flagged by design
+    table = _between(table, args.start, None, args.prices)
+    scored = table.dropna(subset=["score"])
+    if scored.empty:
+        raise DataError(
+            f"{args.prices} is too short to score: no date from {table.index[0].date()} on has a full window of "
+            f"{model.window} days ({_dates(returns.index)}). Pass the whole history, not only the last days."
+        )
+    _write_csv_atomically(table, args.out)
+    flagged = scored.index[scored["flag"]]
+    report = sys.stderr if args.out == "-" else sys.stdout
+    print(f"Scored {_dates(scored.index)} with the model in {args.model}: {len(flagged)} flagged "
+          f"(score > threshold {model.threshold_:.3f}).", file=report)
+    last = scored.iloc[-1]
+    part_text = ", ".join(f"{name} {last[name]:.2f}" for name in parts.columns)
+    print(f"Latest, {scored.index[-1].date()}: score {last['score']:.2f} ({part_text}), "
+          f"{'FLAGGED' if last['flag'] else 'not flagged'}; top assets: {last['top_assets'] or 'none'}.", file=report)
+    if fit_end is not None:
+        after = int((scored.index > fit_end).sum())
+        print(f"The model was fitted on dates up to {fit_end.date()}: {after:,} of the scored dates are after it "
+              "(out of sample).", file=report)
+    if len(flagged):
+        recent = ", ".join(str(date.date()) for date in flagged[-5:])
+        print(f"Flagged dates{' (the last 5)' if len(flagged) > 5 else ''}: {recent}.", file=report)
+    if args.out != "-":
+        print(f"Wrote {args.out} (columns: Date, {', '.join(table.columns)}).", file=report)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- finvae run
 
 
@@ -156,7 +456,7 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
                      default=job.DEFAULT_EXPOSURE_WHEN_FLAGGED,
                      help="portfolio exposure while de-risked, 0 = all cash (default: %(default)g)")
     run.add_argument("--out", default="finvae-output", help="output folder (default: finvae-output)")
-    run.add_argument("--no-figures", action="store_true", help="write the CSV files only")
+    run.add_argument("--no-figures", action="store_true", help="no PNG figures: the CSV files and report.html only")
     run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
     run.set_defaults(func=_cmd_run)
 
@@ -196,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"finvae {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_data_parser(subparsers)
+    _add_fit_parser(subparsers)
+    _add_score_parser(subparsers)
     _add_run_parser(subparsers)
     return parser
 

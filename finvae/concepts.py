@@ -14,7 +14,10 @@ Three tools:
   norm, block-bootstrap intervals, and a noise baseline (the norm that the same
   mask, shifted to random other dates, gets) that says whether it is real;
 - :func:`stress_scenarios`: a window's codes moved along a vector, decoded into
-  returns, with per-asset and portfolio P&L and a side-by-side plot;
+  returns, with per-asset and portfolio P&L and a side-by-side plot; with
+  ``n_paths``, a distribution instead: paths simulated from the date's state
+  (:mod:`finvae.simulation`) with every simulated day's code moved, and the
+  quantiles of their P&L;
 - :func:`stylized_facts`: real against synthetic windows (tails, volatility
   clustering, cross-asset correlation, and a classifier two-sample test).
 
@@ -310,9 +313,14 @@ class StressScenarios:
     weights : Series
         Portfolio weights per asset.
     at : Timestamp
-        Last date of the window.
+        Last date of the window (simulated scenarios: the date the paths start after).
     kind : {"log", "simple"}
         How the returns are defined.
+    quantiles : DataFrame or None
+        Simulated scenarios only: one row per strength, one column per
+        quantile level, the portfolio's P&L over the horizon (simple returns).
+    paths : ndarray of shape (n_strengths, n_paths, horizon) or None
+        Simulated scenarios only: each path's cumulative portfolio return, day by day.
     """
 
     windows: pd.DataFrame
@@ -320,8 +328,16 @@ class StressScenarios:
     weights: pd.Series
     at: pd.Timestamp
     kind: str
+    quantiles: pd.DataFrame | None = None
+    paths: np.ndarray | None = None
 
     def __repr__(self) -> str:
+        if self.quantiles is not None:
+            return (
+                f"StressScenarios: {self.paths.shape[1]} simulated paths of {self.paths.shape[2]} days after "
+                f"{self.at.date()} per strength ({self.kind} returns); quantiles of the portfolio's P&L:\n"
+                f"{self.quantiles.to_string(float_format=lambda v: f'{v: .2%}')}"
+            )
         return (
             f"StressScenarios of the window ending {self.at.date()} ({self.kind} returns); "
             f"P&L over the window, simple returns:\n"
@@ -362,16 +378,26 @@ class StressScenarios:
             if len(axes) != len(strengths):
                 raise DataError(f"pass {len(strengths)} axes, one per strength; got {len(axes)}.")
             fig = axes[0].figure
-        for ax, strength in zip(axes, strengths, strict=True):
+        for number, (ax, strength) in enumerate(zip(axes, strengths, strict=True)):
             panel = cumulative.xs(strength, level="strength")
-            ax.plot(panel.index, panel.drop(columns="portfolio") * 100, color="0.7", lw=0.8)
-            ax.plot(panel.index, panel["portfolio"] * 100, color="k", lw=2, label="portfolio")
+            if self.paths is None:
+                ax.plot(panel.index, panel.drop(columns="portfolio") * 100, color="0.7", lw=0.8)
+                ax.plot(panel.index, panel["portfolio"] * 100, color="k", lw=2, label="portfolio")
+                ax.set_title(f"strength {strength:g}: {panel['portfolio'].iloc[-1]:+.1%}")
+            else:  # bands of the simulated portfolio paths: 1-99 % and 5-95 %, and the median
+                bands = np.quantile(self.paths[number], [0.01, 0.05, 0.5, 0.95, 0.99], axis=0) * 100
+                days = np.arange(1, bands.shape[1] + 1)
+                ax.fill_between(days, bands[0], bands[4], color="0.85", label="1-99 %")
+                ax.fill_between(days, bands[1], bands[3], color="0.65", label="5-95 %")
+                ax.plot(days, bands[2], color="k", lw=2, label="median")
+                q = self.quantiles.loc[strength]
+                ax.set_title(f"strength {strength:g}: 5 % {q[0.05]:+.1%}, median {q[0.5]:+.1%}", fontsize=9)
             ax.axhline(0, color="0.4", lw=0.5)
-            ax.set_title(f"strength {strength:g}: {panel['portfolio'].iloc[-1]:+.1%}")
             ax.set_xlabel("day")
         axes[0].set_ylabel("cumulative return (%)")
         axes[0].legend(loc="lower left", frameon=False)
-        fig.suptitle(f"Window ending {self.at.date()} moved along the vector")
+        fig.suptitle(f"Window ending {self.at.date()} moved along the vector" if self.paths is None else
+                     f"Paths after {self.at.date()} with the codes moved along the vector (portfolio)")
         fig.tight_layout()
         return fig
 
@@ -387,6 +413,11 @@ def stress_scenarios(
     units: Literal["at", "daily"] = "at",
     volatility=None,
     kind: Literal["log", "simple"] = "log",
+    n_paths: int | None = None,
+    horizon: int | None = None,
+    random_state=None,
+    dynamics=None,
+    quantiles=(0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99),
 ) -> StressScenarios:
     r"""The window ending on ``at``, moved along a latent vector and decoded into returns.
 
@@ -409,6 +440,19 @@ def stress_scenarios(
     and co-movement of returns relative to recent risk, not the level of
     volatility itself. To ask "and if volatility were also that of the
     crisis", pass that ``volatility`` (e.g. ``model.volatility(returns).loc[day]``).
+
+    **Simulated scenarios** (``n_paths`` given): a scenario is a distribution
+    of paths rather than one decoded window. :meth:`FinVAE.simulate` runs
+    ``n_paths`` paths of ``horizon`` days after ``at`` from that date's state
+    (its code and trailing volatilities), with every simulated day's code
+    moved by ``s * v`` before decoding; the volatility then reacts to the
+    stressed returns as it does to any others (:mod:`finvae.simulation`), so
+    ``units`` and ``volatility`` do not apply. Every strength uses the same
+    random draws, so that the strengths differ by the shift only. ``pnl``
+    then holds the median P&L over the paths (each asset's and the
+    portfolio's), ``quantiles`` the portfolio's P&L quantiles, ``paths`` each
+    path's cumulative portfolio return, and ``windows`` the mean simulated
+    return of each day (dated on the business days after ``at``).
 
     P&L is buy and hold over the window: asset ``i`` returns
     :math:`g_i - 1` with :math:`g_i = \exp(\sum_d r_{d,i})` (log returns) or
@@ -439,11 +483,22 @@ def stress_scenarios(
         ``units``'s (a Series is matched to the assets by name).
     kind : {"log", "simple"}, default="log"
         Whether ``returns`` are log or simple returns (for compounding the P&L).
+    n_paths : int, default=None
+        Simulate this many paths per strength (None: move and decode the window ending on ``at``).
+    horizon : int, default=None
+        Days per simulated path (default: the model's window).
+    random_state : int or None, default=None
+        Seed of the simulation.
+    dynamics : finvae.simulation.Dynamics, default=None
+        The dynamic prior to simulate with (default: learned from ``returns`` up to ``at``).
+    quantiles : sequence of float
+        Quantile levels of the simulated portfolio P&L to report.
 
     Returns
     -------
     StressScenarios
-        ``.windows`` (tidy), ``.pnl``, ``.cumulative()``, ``.plot()``.
+        ``.windows`` (tidy), ``.pnl``, ``.cumulative()``, ``.plot()``; and for
+        simulated scenarios ``.quantiles`` and ``.paths``.
     """
     _check_frame(returns)
     if units not in ("at", "daily"):
@@ -457,6 +512,9 @@ def stress_scenarios(
         hint = f" The last date before it is {before[-1].date()}." if len(before) else ""
         raise DataError(f"at={at.date()} is not a date of returns.{hint} Pass a trading date.")
     end = returns.index.get_loc(at)
+    if n_paths is not None:
+        return _simulated_scenarios(model, returns.iloc[: end + 1], vector, strengths, weights, kind, n_paths,
+                                    w if horizon is None else horizon, random_state, dynamics, quantiles)
     if end < 2 * (w - 1):
         first = returns.index[2 * (w - 1)].date() if len(returns) > 2 * (w - 1) else "(none: too few rows)"
         raise DataError(
@@ -493,6 +551,43 @@ def stress_scenarios(
     pnl = pd.DataFrame(growth - 1, index=pd.Index(strengths, name="strength"), columns=assets)
     pnl["portfolio"] = (pnl[assets] * weights).sum(axis=1)
     return StressScenarios(windows=windows, pnl=pnl, weights=weights, at=at, kind=kind)
+
+
+def _simulated_scenarios(model, history, vector, strengths, weights, kind, n_paths, horizon, random_state,
+                         dynamics, quantiles) -> StressScenarios:
+    """Stress scenarios as distributions: simulated paths after the last date, codes moved along the vector."""
+    from finvae import simulation
+
+    v = _as_vector(vector, model.latent_dim)
+    strengths = [float(s) for s in np.atleast_1d(strengths)]
+    levels = [float(q) for q in np.atleast_1d(quantiles)]
+    if not all(0 <= q <= 1 for q in levels):
+        raise DataError(f"quantiles must lie between 0 and 1; got {levels}.")
+    if dynamics is None:
+        dynamics = simulation.fit_dynamics(model, history)
+    assets = pd.Index(history.columns, name="asset")
+    weights = _weights(weights, assets)
+    at = history.index[-1]
+    seed = int(np.random.default_rng(random_state).integers(0, 2**32 - 1))
+    means, medians, bands, cumulative = [], [], [], []
+    for s in strengths:
+        paths = simulation.simulate(model, history, horizon, n_paths, seed, dynamics=dynamics, shift=s * v)
+        growth = np.exp(np.cumsum(paths, axis=1, dtype=np.float64)) if kind == "log" \
+            else np.cumprod(1 + paths.astype(np.float64), axis=1)
+        portfolio = (growth - 1) @ weights.to_numpy()  # (n_paths, horizon)
+        cumulative.append(portfolio.astype(np.float32))
+        medians.append(np.r_[np.median(growth[:, -1] - 1, axis=0), np.median(portfolio[:, -1])])
+        bands.append(np.quantile(portfolio[:, -1], levels))
+        means.append(paths.mean(axis=0, dtype=np.float64))
+    pnl = pd.DataFrame(medians, index=pd.Index(strengths, name="strength"), columns=[*assets, "portfolio"])
+    table = pd.DataFrame(bands, index=pnl.index, columns=pd.Index(levels, name="quantile"))
+    dates = pd.bdate_range(at + pd.offsets.BDay(1), periods=horizon) if isinstance(at, pd.Timestamp) \
+        else pd.RangeIndex(horizon)
+    index = pd.MultiIndex.from_product([strengths, range(1, horizon + 1), assets], names=["strength", "day", "asset"])
+    windows = pd.DataFrame({"return": np.ravel(means)}, index=index).reset_index()
+    windows.insert(2, "date", np.tile(np.repeat(np.asarray(dates), len(assets)), len(strengths)))
+    return StressScenarios(windows=windows, pnl=pnl, weights=weights, at=at, kind=kind, quantiles=table,
+                           paths=np.stack(cumulative))
 
 
 # --------------------------------------------------------------------------- stylized facts

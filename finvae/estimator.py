@@ -3,77 +3,55 @@
 from __future__ import annotations
 
 import json
+import os
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from finvae._exceptions import DataError
+from finvae._persistence import (
+    check_model_folder,
+    check_params,
+    check_state,
+    check_state_dict,
+    check_vectors,
+    read_json,
+    read_tensors,
+)
 from finvae._validation import check_returns
 from finvae.nn._core import gaussian_kl
 from finvae.nn._returns import ReturnsVAE
+from finvae.scoring import SCORE_PARTS, combine, fit_calibration, part_surprises, raw_parts, threshold
+from finvae.simulation import dynamics_arrays, dynamics_from_arrays, fit_dynamics
 from finvae.training import TrainingConfig, resolve_device, seeded, torch_threads, train_vae
-from finvae.windows import WindowBatches, ewma_scale, trailing_ewma
+from finvae.windows import WindowBatches, ewma_scale
 
 __all__ = ["FinVAE", "elbo_scorer"]
 
-#: The parts of the anomaly score, each calibrated on the training period (see ``FinVAE.score``).
-SCORE_PARTS = ("kl", "residual", "max_residual")
-
-#: The residual part is this quantile of a day's squared residuals over its observed assets: it
-#: rises when most assets miss their reconstruction at once (a broken cross-section), and one
-#: stock's jump, left to ``max_residual``, cannot move it.
-BREADTH_QUANTILE = 0.3
-
-#: Nats taken off the residual part's surprise before the score takes the largest part. A low
-#: quantile of squared residuals has a light tail in training, so its fitted tail over-rates the
-#: broad real breaks of later years (the 2016 election, the November 2020 vaccine rotation) against
-#: the other parts. Chosen on planted-anomaly sets kept apart from the ones that check it
-#: (benchmarks/README.md).
-RESIDUAL_DISCOUNT = 1.5
-
-#: Each asset's residual tail is fitted on its last this many observed training days (about six
-#: years), not on all of them: a stock's own tail changes over the decades (a small company grows
-#: into a staple; early quotes can be stale), and the recent years say more about the next ones.
-#: The day-level parts keep the whole training period, whose rare market-wide days they need.
-ASSET_TAIL_DAYS = 1500
-
-#: Half-life in scored days of the KL part's recent level. The part is the day's KL over the sum
-#: of its training mean and this level: a shock on a calm day counts in full, while the second
-#: and third day of a sell-off are measured against the days just before them, as the fast leg of
-#: the volatility scaling does for returns, but within a day or two (benchmarks/README.md).
-KL_HALFLIFE = 2.0
-
-#: Half-life in days of each asset's recent residual level. The ``max_residual`` part judges each
-#: asset's absolute residual over the sum of its training mean and this level (an idiosyncratic
-#: volatility): real single-stock news comes in runs (a takeover story, a drug trial, an accounting
-#: scandal), and a jump in a stock whose own news has been quiet is the surprising one.
-ASSET_LEVEL_HALFLIFE = 20.0
-
 #: Saved models: the ``format`` written by ``FinVAE.save``. Older formats' calibrations do not fit
 #: today's parts; loading them says why (``_OLDER_FORMATS``).
-SAVE_FORMAT = "finvae.FinVAE/3"
+SAVE_FORMAT = "finvae.FinVAE/4"
 _OLDER_FORMATS = {
     "finvae.FinVAE/1": "its residual score part was the mean squared residual",
     "finvae.FinVAE/2": "its KL and single-asset score parts were not relative to their recent levels",
+    "finvae.FinVAE/3": "its KL and single-asset score parts were relative to their recent levels",
 }
+#: The entries of ``finvae.json`` that :meth:`FinVAE.load` reads (checked by ``_persistence.check_state``).
+_STATE_KEYS = ("params", "threshold_", "n_features_in_", "feature_names_in_", "calibration_",
+               "asset_calibration_", "dynamics_dates", "history_")
 
 #: Window ends per training example (see ``WindowBatches``), at least. Each example also carries
 #: the ``window - 1`` days of context its first window needs, so longer stretches recompute less
 #: context: 64 trains about a sixth faster than 32, with the same validation loss and planted-anomaly
 #: AP (benchmarks/README.md).
 MIN_PER_EXAMPLE = 64
-
-#: Tail calibration: the empirical distribution below this quantile, an
-#: exponential tail above it, of log(part) (a Pareto tail) or of the part itself.
-TAIL_START = 0.9
-_PROBS = np.linspace(0.0, TAIL_START, 91)
 
 #: Why sklearn's random test data cannot reach the checks below: FinVAE refuses price levels
 #: passed as returns (``finvae.datasets.looks_like_prices``), and these checks feed all-positive
@@ -218,17 +196,15 @@ class FinVAE(TransformerMixin, BaseEstimator):
     threshold_ : float
         Score above which :meth:`predict` flags a date.
     calibration_ : dict
-        Per score part, its training distribution (see :meth:`score`).
+        Per score part, its training distribution (see :meth:`score` and
+        :mod:`finvae.scoring`).
     asset_calibration_ : list of dict
-        Per asset, the distribution of its absolute residual over its last
-        ``ASSET_TAIL_DAYS`` (1,500) observed training days.
-    kl_mean_ : float
-        Mean KL divergence of the training days' codes, in nats: the long-run
-        level that the KL part is measured against (see :meth:`score`).
-    asset_residual_mean_ : ndarray of shape (n_features_in_,)
-        Each asset's mean absolute residual over its observed training days,
-        in units of its slow volatility: the long-run level that the
-        ``max_residual`` part measures its residuals against.
+        Per asset, the distribution of its absolute residual, in units of its
+        slow volatility, over its observed training days.
+    dynamics_ : finvae.simulation.Dynamics or None
+        The dynamic prior that :meth:`sample` and :meth:`simulate` draw from,
+        learned on the training returns (:func:`finvae.simulation.fit_dynamics`);
+        None when they had too few consecutive scored days.
     mean_, scale_ : ndarray of shape (n_features_in_,)
         Training mean and standard deviation of each asset's returns.
     n_features_in_ : int
@@ -367,22 +343,15 @@ class FinVAE(TransformerMixin, BaseEstimator):
         with torch_threads(1 if config.device == "cpu" else None):
             self.history_ = train_vae(self.model_, data, config)
         self.model_.to("cpu")
-        kl, residual, single, seen = self._day_statistics(values, scaled, observed, ends)
-        self.kl_mean_ = float(kl.mean())
-        self.asset_residual_mean_ = np.array(
-            [np.abs(single[seen[:, i], i], dtype=np.float64).mean() if seen[:, i].any() else 1.0
-             for i in range(single.shape[1])]
-        )
-        self.asset_calibration_ = [
-            _fit_tail(self._relative_residual(single[seen[:, i], i], i)[-ASSET_TAIL_DAYS:], pareto=False)
-            for i in range(single.shape[1])
-        ]
-        parts = self._raw_parts(kl, residual, single, seen)
-        # max_residual is already a surprise in nats (a log scale): a Pareto tail on top would
-        # squash a 20-sigma jump to little more than a 10-sigma one (the log of a log).
-        self.calibration_ = {name: _fit_tail(part, pareto=name != "max_residual") for name, part in parts.items()}
-        train_scores = self._combine(parts)
-        self.threshold_ = float(np.quantile(train_scores, 1.0 - self.contamination))
+        statistics = self._day_statistics(values, scaled, observed, ends)
+        self.calibration_, self.asset_calibration_ = fit_calibration(*statistics)
+        self.threshold_ = threshold(self._combine(self._raw_parts(*statistics)), self.contamination)
+        # What sample() and simulate() draw from by default (finvae.simulation). A history with too few
+        # consecutive scored days to learn the codes' VAR(1) leaves None; sample() then says so.
+        try:
+            self.dynamics_ = fit_dynamics(self, X)
+        except DataError:
+            self.dynamics_ = None
         return self
 
     # ------------------------------------------------------------ internals
@@ -484,34 +453,14 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
     def _raw_parts(self, kl: np.ndarray, residual: np.ndarray, single: np.ndarray,
                    seen: np.ndarray) -> dict[str, np.ndarray]:
-        """The three parts of each day's score, before their calibration."""
-        asset_surprise = np.zeros(single.shape)
-        for i, tail in enumerate(self.asset_calibration_):
-            asset_surprise[seen[:, i], i] = _tail_score(self._relative_residual(single[seen[:, i], i], i), tail)
-        return {
-            "kl": self._kl_part(kl),
-            "residual": _squared_quantile(residual, seen, BREADTH_QUANTILE),
-            "max_residual": asset_surprise.max(axis=1, initial=0.0),
-        }
-
-    def _relative_residual(self, residuals: np.ndarray, asset: int) -> np.ndarray:
-        """One asset's absolute residuals on its observed days, over its training mean plus its recent level."""
-        size = np.abs(residuals, dtype=np.float64)
-        mean = self.asset_residual_mean_[asset]
-        return size / np.maximum(mean + trailing_ewma(size, mean, ASSET_LEVEL_HALFLIFE)[:-1], 1e-12)
-
-    def _kl_part(self, kl: np.ndarray) -> np.ndarray:
-        """The KL part before calibration: each day's KL over its training mean plus its recent level."""
-        # A floor, for a model whose codes all collapsed onto the prior (KL 0 everywhere).
-        return kl / np.maximum(self.kl_mean_ + trailing_ewma(kl, self.kl_mean_, KL_HALFLIFE)[:-1], 1e-6)
+        """The three parts of each day's score, before their calibration (:func:`finvae.scoring.raw_parts`)."""
+        return raw_parts(kl, residual, single, seen, self.asset_calibration_)
 
     def _part_surprises(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        surprises = {name: _tail_score(parts[name], self.calibration_[name]) for name in SCORE_PARTS}
-        surprises["residual"] -= RESIDUAL_DISCOUNT
-        return surprises
+        return part_surprises(parts, self.calibration_)
 
     def _combine(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        return np.max(list(self._part_surprises(parts).values()), axis=0)
+        return combine(self._part_surprises(parts))
 
     def _prepare(self, X):
         check_is_fitted(self)
@@ -558,46 +507,26 @@ class FinVAE(TransformerMixin, BaseEstimator):
         """Anomaly score of each date: higher means more anomalous.
 
         The window ending on each date is encoded and its last day decoded.
-        Three parts are measured on that day:
+        Three parts are measured on that day (:mod:`finvae.scoring`):
 
-        - ``kl``: the KL divergence of the day's posterior from the prior, large
-          when the day's factors are far from usual (a market-wide shock),
-          divided by the sum of its training mean (``kl_mean_``) and its recent
-          level, an EWMA of the KL of the scored days before it (half-life
-          ``KL_HALFLIFE``, 2 days, started at the training mean). A shock on a
-          calm day counts in full; the days after it, during a sell-off, are
-          measured against the days just before them, so a crash counts on the
-          day it starts rather than on every day it lasts. The input's first
-          scored day starts from the training mean; a date without a score
-          leaves the level unchanged. On planted anomalies, this ranks planted
-          market shocks and single-asset jumps above more of the real crash
-          days than the KL alone does (benchmarks/README.md);
+        - ``kl``: the KL divergence of the day's posterior from the prior,
+          large when the day's factors are far from usual: a market-wide
+          shock, the whole cross-section moving far beyond its recent
+          volatility;
         - ``residual``: how broadly the day's cross-section broke: the 30th
-          percentile (``BREADTH_QUANTILE``) of the squared residuals of its
-          scaled returns, in units of each asset's noise scale, over the
-          assets observed that day. It is large only when most assets miss
-          their reconstruction at once; one stock's jump moves it little
-          (that is ``max_residual``'s job), so real single-stock news does not
-          crowd out broad breaks. On the first 10 stocks of the sample, the
-          mean squared residual that it replaced found planted dispersion with
-          an average precision of 0.82, against 0.96 for this part and for the
-          best classical baseline (benchmarks/README.md);
+          percentile (``finvae.scoring.BREADTH_QUANTILE``) of the squared
+          residuals of its scaled returns, in units of each asset's noise
+          scale, over the assets observed that day. It is large only when
+          most assets miss their reconstruction at once; one stock's jump
+          moves it little (that is ``max_residual``'s job);
         - ``max_residual``: the most surprising residual of one asset (a
           single-asset jump). Each asset's residual is measured in units of
           its slow volatility (the longest half-life of ``vol_halflife``), not
           of the larger of the two: a market sell-off raises every stock's
           fast volatility within days, and would hide a stock's own jump in
-          that week. Its absolute value is then divided by the sum of the
-          asset's training mean (``asset_residual_mean_``) and its recent
-          level, an EWMA of the absolute residuals of its observed days before
-          (half-life ``ASSET_LEVEL_HALFLIFE``, 20 days): an idiosyncratic
-          volatility, since real single-stock news comes in runs and a jump
-          after quiet weeks is the surprising one. A day on which the asset
-          has no return leaves its level unchanged. The result is judged
-          against the asset's own recent training history (its last 1,500
-          observed training days, ``ASSET_TAIL_DAYS``), since a 6-sigma day
-          means less for a volatile stock than for a staple, and a stock's
-          character changes over the decades.
+          that week. Its absolute value is judged against the asset's own
+          training residuals, since a 6-sigma day means less for a volatile
+          stock than for a staple.
 
         Each part is turned into a surprise in nats, ``-log P(part >= value)``
         under its training distribution: the empirical one up to its 90th
@@ -609,14 +538,11 @@ class FinVAE(TransformerMixin, BaseEstimator):
         tail: in units of trailing volatility, a 20-sigma jump is far more
         surprising than a 10-sigma one, not a little more); their maximum over
         assets, already in nats, is calibrated once more as a day-level
-        statistic with an exponential tail in its value. The residual part's
-        surprise is then lowered by ``RESIDUAL_DISCOUNT`` (1.5 nats): a low
-        quantile has a light tail in training, and its fitted tail would
-        over-rate the broad real breaks of later years against the other
-        parts. The score is the largest of the three surprises: 4.6 means "as
-        rare as the 1 % most extreme training days" on the most extreme part.
-        :meth:`score_parts` gives the three surprises, the residual one
-        after its discount.
+        statistic with an exponential tail in its value. The score is the
+        largest of the three surprises: 4.6 means "as rare as the 1 % most
+        extreme training days" on the most extreme part. :meth:`score_parts`
+        gives the three surprises; its ``kl`` column alone is the market-wide
+        signal (benchmarks/events_bench.py measures each on real stress days).
 
         Parameters
         ----------
@@ -754,12 +680,28 @@ class FinVAE(TransformerMixin, BaseEstimator):
             return pd.DataFrame(returns, index=z.index, columns=self._asset_names())
         return returns
 
-    def sample(self, n: int, random_state=None, *, volatility=None, noise: bool = True) -> np.ndarray:
-        """Synthetic return windows drawn from the model: codes from the prior, then the decoder.
+    def sample(self, n: int, random_state=None, *, returns=None, dynamics=None, volatility=None,
+               noise: bool = True) -> np.ndarray:
+        """Synthetic return windows drawn from the model.
 
-        Each day's code is drawn from N(0, I) independently, decoded, and (with
-        ``noise=True``) the likelihood's Gaussian noise is added, so that a sample
-        is a draw from the generative model ``p(x) = ∫ p(x | z) p(z) dz``.
+        By default, windows come from the generative model *with volatility
+        dynamics* of :mod:`finvae.simulation`, learned at fit on the training
+        returns (``dynamics_``; or from another history, ``returns``, or given,
+        ``dynamics``): each window starts from the state (code and
+        trailing volatilities) after a random date of the history, its codes
+        follow a VAR(1) with real days' innovations, each day's residuals are
+        drawn with its innovation from the same real day (real days in blocks of
+        ``window`` days on average), and the volatility is driven forward by the
+        model's own EWMA recursion (pulled toward the training variance with the
+        slow half-life). Volatility clusters, tails
+        are fat, correlations rise in sell-offs, and volatility levels vary
+        across windows as in the history.
+
+        With ``dynamics=False``, the static prior: each day's code is drawn from
+        N(0, I) independently, decoded, and (with ``noise=True``) the
+        likelihood's Gaussian noise is added, at one volatility
+        (``volatility``, default the training standard deviation): a draw from
+        ``p(x) = ∫ p(x | z) p(z) dz`` with no memory.
 
         Parameters
         ----------
@@ -767,15 +709,38 @@ class FinVAE(TransformerMixin, BaseEstimator):
             Number of windows.
         random_state : int, RandomState or None
             Seed; the same seed gives the same windows.
+        returns : DataFrame, optional
+            History to learn the dynamics and draw start dates from (its last
+            date is the last used).
+        dynamics : finvae.simulation.Dynamics or bool, optional
+            Default: the dynamics learned at fit (``dynamics_``), or from ``returns``
+            if given. A :class:`~finvae.simulation.Dynamics` to use instead, or
+            ``False`` for the static prior.
         volatility : see :meth:`decode`
+            Static prior only (``dynamics=False``).
         noise : bool, default=True
-            Add the decoder's noise (False: the decoder's means only).
+            Add the residuals (static prior: the decoder's noise); False: the decoded codes only.
 
         Returns
         -------
         windows : ndarray of shape (n, window, n_assets)
+
+        Examples
+        --------
+        >>> windows = model.sample(500, random_state=0)                    # doctest: +SKIP
+        >>> static = model.sample(500, random_state=0, dynamics=False)     # doctest: +SKIP
         """
         check_is_fitted(self)
+        if dynamics is not False:
+            if volatility is not None:
+                raise DataError("volatility applies to the static prior only (dynamics=False): with dynamics the "
+                                "volatility follows the simulated returns. Pass dynamics=False, or drop volatility.")
+            if returns is None and dynamics in (None, True):
+                dynamics = self._fitted_dynamics("sample with volatility dynamics")
+            from finvae import simulation
+
+            return simulation.sample(self, n, random_state, returns=returns,
+                                     dynamics=None if dynamics is True else dynamics, noise=noise)
         with seeded(_seed(random_state) if random_state is not None else None), torch.no_grad():
             z = torch.randn(n, self.window, self.latent_dim)
             decoded = self.model_.decode(z)
@@ -783,6 +748,56 @@ class FinVAE(TransformerMixin, BaseEstimator):
                 decoded = decoded + self.model_.log_scale.exp() * torch.randn_like(decoded)
         scale = self.scale_ if volatility is None else np.asarray(volatility, dtype=np.float64)
         return self.mean_ + scale * decoded.numpy().astype(np.float64)
+
+    def simulate(self, returns, horizon: int = 20, n_paths: int = 1000, random_state=None, *,
+                 dynamics=None, shift=None) -> np.ndarray:
+        """Paths of returns for the days after the last date of ``returns``, conditional on its state.
+
+        Every path starts from that date's code and trailing volatilities and
+        runs through the generative model with volatility dynamics of
+        :mod:`finvae.simulation`: a calm date gives calm paths, a stormy one
+        stormy paths. Only rows up to that date are used.
+
+        Parameters
+        ----------
+        returns : DataFrame of shape (n_days, n_assets)
+            Returns with the assets seen at fit, ending on the date to simulate
+            from; at least ``window`` rows.
+        horizon : int, default=20
+            Days per path.
+        n_paths : int, default=1000
+            Paths.
+        random_state : int, RandomState, Generator or None
+            Seed; the same seed gives the same paths.
+        dynamics : finvae.simulation.Dynamics, optional
+            The dynamic prior to run (:func:`finvae.simulation.fit_dynamics`). Default: the one learned
+            at fit on the training returns (``dynamics_``), or, for a model without one, learned from
+            ``returns``.
+        shift : array-like of shape (latent_dim,), optional
+            Added to each simulated day's code (a stress scenario).
+
+        Returns
+        -------
+        paths : ndarray of shape (n_paths, horizon, n_assets), float32
+            10,000 paths of 20 days of 500 assets take 400 MB.
+
+        Examples
+        --------
+        >>> paths = model.simulate(returns.loc[:"2020-03-16"], horizon=20, n_paths=1000)   # doctest: +SKIP
+        """
+        from finvae import simulation
+
+        if dynamics is None:
+            dynamics = getattr(self, "dynamics_", None)
+        return simulation.simulate(self, returns, horizon, n_paths, random_state, dynamics=dynamics, shift=shift)
+
+    def _fitted_dynamics(self, what: str):
+        if getattr(self, "dynamics_", None) is None:
+            raise DataError(
+                f"this model has no dynamics to {what}: its training returns had too few consecutive scored days "
+                "to learn them. Pass returns=<a longer history> (or dynamics=False for the static prior)."
+            )
+        return self.dynamics_
 
     def volatility(self, X):
         """Each asset's trailing volatility known at the previous close: the scale of the model's inputs.
@@ -874,8 +889,14 @@ class FinVAE(TransformerMixin, BaseEstimator):
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
         tensors["mean_"] = torch.from_numpy(self.mean_)
         tensors["scale_"] = torch.from_numpy(self.scale_)
-        tensors["asset_residual_mean_"] = torch.from_numpy(self.asset_residual_mean_)
-        save_file(tensors, path / "model.safetensors")
+        dynamics_dates = None
+        if getattr(self, "dynamics_", None) is not None:
+            arrays, dynamics_dates = dynamics_arrays(self.dynamics_)
+            tensors.update({f"dynamics.{name}": torch.from_numpy(array) for name, array in arrays.items()})
+        # Each file is written beside its final name, then renamed over it: a crash mid-save leaves
+        # the previous file whole, never a truncated one.
+        save_file(tensors, path / "model.safetensors.partial")
+        os.replace(path / "model.safetensors.partial", path / "model.safetensors")
         state = {
             "format": SAVE_FORMAT,
             "params": self.get_params(),
@@ -884,18 +905,24 @@ class FinVAE(TransformerMixin, BaseEstimator):
             "feature_names_in_": None if not hasattr(self, "feature_names_in_") else list(self.feature_names_in_),
             "calibration_": self.calibration_,
             "asset_calibration_": self.asset_calibration_,
-            "kl_mean_": self.kl_mean_,
+            "dynamics_dates": dynamics_dates,
             "history_": self.history_.reset_index().to_dict(orient="list"),
             "history_attrs": self.history_.attrs,  # best_epoch
         }
-        (path / "finvae.json").write_text(json.dumps(state, indent=1))
+        (path / "finvae.json.partial").write_text(json.dumps(state, indent=1))
+        os.replace(path / "finvae.json.partial", path / "finvae.json")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> FinVAE:
-        """Load a model saved by :meth:`save` (reads JSON and safetensors only)."""
-        path = Path(path)
-        state = json.loads((path / "finvae.json").read_text())
+        """Load a model saved by :meth:`save` (reads JSON and safetensors only).
+
+        Raises :class:`DataError` naming the file and the fault for a folder
+        that is not a saved model, and for damaged files: truncated or edited
+        JSON, a missing file, a missing or mis-shaped tensor.
+        """
+        path = check_model_folder(path)
+        state = read_json(path / "finvae.json")
         if state.get("format") in _OLDER_FORMATS:
             raise DataError(
                 f"{path} holds a FinVAE saved by an older finvae ({state['format']}): "
@@ -904,24 +931,32 @@ class FinVAE(TransformerMixin, BaseEstimator):
             )
         if state.get("format") != SAVE_FORMAT:
             raise DataError(f"{path} does not hold a saved FinVAE (format {state.get('format')!r}).")
-        params = state["params"]
-        if isinstance(params.get("vol_halflife"), list):  # JSON has no tuples
-            params["vol_halflife"] = tuple(params["vol_halflife"])
+        check_state(state, _STATE_KEYS, path / "finvae.json")
+        params = check_params(cls, state["params"], path / "finvae.json")  # lists as tuples: JSON has none
         model = cls(**params)
-        tensors = load_file(path / "model.safetensors")
+        tensors = read_tensors(path / "model.safetensors")
+        check_vectors(tensors, ("mean_", "scale_"), state["n_features_in_"], path / "model.safetensors")
         model.mean_ = tensors.pop("mean_").numpy()
         model.scale_ = tensors.pop("scale_").numpy()
-        model.asset_residual_mean_ = tensors.pop("asset_residual_mean_").numpy()
         model.n_features_in_ = state["n_features_in_"]
         if state["feature_names_in_"] is not None:
             model.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
+        dynamics = {name.removeprefix("dynamics."): tensors.pop(name).numpy()
+                    for name in [name for name in tensors if name.startswith("dynamics.")]}
+        model.dynamics_ = None
+        if state["dynamics_dates"] is not None:
+            try:
+                model.dynamics_ = dynamics_from_arrays(dynamics, state["dynamics_dates"])
+            except (KeyError, ValueError, TypeError) as error:
+                raise DataError(f"{path / 'model.safetensors'}: the simulation dynamics are damaged ({error!r}). "
+                                "Fit the model again and save it.") from None
         model.model_ = ReturnsVAE(model.n_features_in_, model.window, model.latent_dim, model.hidden)
-        model.model_.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items()})
+        tensors = check_state_dict(model.model_, tensors, path / "model.safetensors", prefix="model.")
+        model.model_.load_state_dict(tensors)
         model.model_.eval()
         model.threshold_ = state["threshold_"]
         model.calibration_ = state["calibration_"]
         model.asset_calibration_ = state["asset_calibration_"]
-        model.kl_mean_ = state["kl_mean_"]
         model.history_ = pd.DataFrame(state["history_"]).set_index("epoch")
         model.history_.attrs.update(state.get("history_attrs", {}))
         return model
@@ -937,49 +972,3 @@ def _seed(random_state) -> int | None:
     if random_state is None or isinstance(random_state, Integral):
         return random_state
     return int(random_state.randint(2**31 - 1))
-
-
-def _squared_quantile(values: np.ndarray, observed: np.ndarray, q: float) -> np.ndarray:
-    """Each row's ``q``-quantile of ``values**2`` over its observed entries (numpy's linear rule).
-
-    0 for a row with nothing observed. Works on one copy of ``values``, sorted in place: this runs on
-    every scored day and asset at once.
-    """
-    ordered = np.square(values)  # missing entries sort last
-    ordered[~observed] = np.inf
-    ordered.sort(axis=1)
-    last = np.maximum(observed.sum(axis=1) - 1, 0)
-    position = q * last
-    below = np.floor(position).astype(np.intp)
-    above = np.minimum(below + 1, last)
-    low = np.take_along_axis(ordered, below[:, None], axis=1)[:, 0]
-    high = np.take_along_axis(ordered, above[:, None], axis=1)[:, 0]
-    with np.errstate(invalid="ignore"):  # inf - inf on rows with nothing observed, replaced below
-        result = low + (position - below) * (high.astype(np.float64) - low)
-    return np.where(observed.any(axis=1), result, 0.0)
-
-
-def _fit_tail(values: np.ndarray, pareto: bool = True) -> dict[str, object]:
-    """The training distribution of a score part: quantiles of its log, and the rate of its tail.
-
-    The tail beyond the ``TAIL_START`` quantile is exponential in ``log(value)`` (Pareto,
-    ``pareto=True``) or in ``value`` itself; its rate is the inverse mean excess.
-    """
-    if not values.size:  # an asset never observed on a scored training day: nothing is surprising
-        values = np.zeros(1)
-    logs = np.log(np.maximum(values, 0.0) + 1e-12)
-    grid = np.quantile(logs, _PROBS)
-    start = grid[-1]
-    excess = logs[logs > start] - start if pareto else values[logs > start] - np.exp(start)
-    rate = float(1.0 / max(excess.mean() if excess.size else 1.0, 1e-6))
-    return {"grid": grid.tolist(), "rate": rate, "pareto": pareto}
-
-
-def _tail_score(values: np.ndarray, calibration: dict) -> np.ndarray:
-    """Surprise ``-log P(part >= value)``: empirical below the tail start, the fitted tail beyond it."""
-    logs = np.log(np.maximum(values, 0.0) + 1e-12)
-    grid = np.asarray(calibration["grid"])
-    below = -np.log1p(-np.interp(logs, grid, _PROBS))
-    excess = logs - grid[-1] if calibration.get("pareto", True) else values - np.exp(grid[-1])
-    beyond = -np.log1p(-TAIL_START) + calibration["rate"] * excess
-    return np.where(logs > grid[-1], beyond, below)

@@ -95,3 +95,38 @@ def test_variants_bench_quick(monkeypatch, capsys):
     out = capsys.readouterr().out
     for name in ("std", "t10", "weak", "tm10", "s07", "strong"):
         assert f" {name} " in out
+
+
+@pytest.fixture(scope="module")
+def events_bench() -> ModuleType:
+    return _load("events_bench")
+
+
+def test_events_bench_quick(events_bench, capsys):
+    results = events_bench.main(["--quick"])
+    (table,) = results["splits"].values()
+    assert {"finvae score", "  part kl", "mahalanobis", "abs_index"} <= set(table)
+    for row in table.values():
+        assert 0.0 <= row["market@2%"] <= row["market@5%"] <= 1.0 and row["n_market"] > 0
+    assert "split 2006-12-31" in capsys.readouterr().out
+
+
+def test_the_event_list_is_dated_sourced_and_supported_by_the_data(events_bench):
+    events = events_bench.load_events()
+    assert len(events) >= 40 and events["source"].str.len().min() > 10
+    assert events["date"].between("1990-01-01", "2022-12-31").all() and not events["date"].duplicated().any()
+    single = events[events["kind"] == "single"]
+    assert single["ticker"].notna().all() and events.loc[events["kind"] == "market", "ticker"].isna().all()
+    returns = pd.DataFrame(0.0, index=pd.bdate_range("1990-01-01", "2022-12-31"), columns=sorted(set(single["ticker"])))
+    kept, dropped = events_bench.check_events(events, returns)  # no moves at all: every event is left out
+    assert kept.empty and len(dropped) == len(events)
+
+
+def test_recall_counts_an_event_caught_on_its_day_or_the_next(events_bench):
+    days = pd.bdate_range("2020-01-01", periods=200)
+    score = pd.Series(np.arange(200.0) % 7, index=days)
+    score.iloc[[50, 121]] = 100.0  # the top 1 % of 200 days: two days
+    events = pd.DataFrame({"date": [days[50], days[120], days[150]], "kind": ["market", "single", "market"]})
+    result = events_bench.evaluate(score, events, "2019-12-31")
+    assert result["market@1%"] == 0.5 and result["single@1%"] == 1.0
+    assert result["near"] == pytest.approx(2 / 4)  # top 2 %: days 50, 121 and two days scored 6

@@ -21,13 +21,13 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import check_estimator
 
 import finvae._validation as validation
-import finvae.estimator as estimator_module
 from finvae import DataError, FinVAE, elbo_scorer
 from finvae.estimator import (
     SKLEARN_CHECKS_RULED_OUT,
     SKLEARN_DATA_LOOK_LIKE_PRICES,
-    _squared_quantile,
 )
+from finvae.scoring import fit_tail
+from finvae.simulation import Dynamics
 
 WINDOW = 5
 ASSETS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
@@ -302,8 +302,8 @@ def test_save_and_load_give_the_same_model_from_safetensors_and_json_only(model,
     (header_size,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + header_size])
     tensors = set(header) - {"__metadata__"}
-    arrays = {"mean_", "scale_", "asset_residual_mean_"}
-    assert arrays <= tensors and all(k.startswith("model.") for k in tensors - arrays)
+    arrays = {"mean_", "scale_"}
+    assert arrays <= tensors and all(k.startswith(("model.", "dynamics.")) for k in tensors - arrays)
     json.loads((folder / "finvae.json").read_text())  # plain JSON
 
     def no_unpickling(*args, **kwargs):
@@ -338,6 +338,11 @@ def assert_same_fitted_state(got: FinVAE, expected: FinVAE) -> None:
         elif isinstance(b, np.ndarray):
             np.testing.assert_array_equal(a, b, err_msg=name)
             assert a.dtype == b.dtype, name
+        elif isinstance(b, Dynamics):
+            assert a.dates.equals(b.dates), name
+            for field in ("intercept", "transition", "innovations", "residuals", "codes", "variances", "follows"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=f"{name}.{field}")
+                assert getattr(a, field).dtype == getattr(b, field).dtype, f"{name}.{field}"
         else:
             assert a == b, name
 
@@ -346,6 +351,7 @@ def assert_same_fitted_state(got: FinVAE, expected: FinVAE) -> None:
     ("other/1", "does not hold a saved FinVAE"),
     ("finvae.FinVAE/1", "older finvae.*mean squared residual.*Fit the model again"),
     ("finvae.FinVAE/2", "older finvae.*KL and single-asset score parts.*Fit the model again"),
+    ("finvae.FinVAE/3", "older finvae.*relative to their recent levels.*Fit the model again"),
 ])
 def test_load_refuses_a_folder_that_holds_something_else(model, tmp_path, saved_format, message):
     folder = model.save(tmp_path / "model")
@@ -559,56 +565,25 @@ def test_the_residual_part_measures_breadth_so_one_jump_cannot_move_it(model, re
     assert split["residual"] > jumped["residual"] + 3.0
 
 
-def test_the_kl_part_counts_a_crash_on_the_day_it_starts(model):
-    # The KL part is the day's KL over (training mean + recent level): a shock after calm days
-    # counts in full, the same KL on the next day of the shock counts less.
-    mean = model.kl_mean_
-    kl = np.full(12, mean)
-    kl[[8, 9]] = 10 * mean
+def test_the_kl_part_is_the_days_kl_so_a_crisis_keeps_scoring(model):
+    # The market-wide part is the day's KL itself, calibrated: a second day of the same KL
+    # scores as high as the first (no level of the days before it to measure against).
+    kl = np.full(12, 0.5)
+    kl[[8, 9]] = 30.0
     residual, seen = np.zeros((12, 5)), np.ones((12, 5), bool)
-    part = model._raw_parts(kl, residual, residual, seen)["kl"]
-    np.testing.assert_allclose(part[:8], 0.5)
-    assert part[8] == pytest.approx(5.0)
-    assert part[9] < 0.7 * part[8]
-    assert part[10] < 0.5  # calm again, measured against a level the shock raised
+    surprises = model._part_surprises(model._raw_parts(kl, residual, residual, seen))
+    assert surprises["kl"][9] == surprises["kl"][8] > surprises["kl"][7]
 
 
-def test_squared_quantile_is_numpys_quantile_over_each_rows_observed_entries():
-    rng = np.random.default_rng(0)
-    values, observed = rng.normal(size=(40, 7)), rng.random((40, 7)) > 0.3
-    observed[3] = False
-    observed[4] = np.arange(7) == 2
-    expected = [np.quantile(row[seen] ** 2, 0.3) if seen.any() else 0.0
-                for row, seen in zip(values, observed, strict=True)]
-    np.testing.assert_allclose(_squared_quantile(values, observed, 0.3), expected, rtol=1e-12)
-
-
-def test_each_assets_tail_is_fitted_on_its_last_observed_training_days(returns, monkeypatch):
-    monkeypatch.setattr(estimator_module, "ASSET_TAIL_DAYS", 60)
+def test_each_assets_tail_is_fitted_on_all_its_observed_training_days(returns):
     gappy = returns.iloc[:220].copy()
-    gappy.iloc[180:200, 1] = np.nan  # BBB's last 60 observed days reach back past the gap
+    gappy.iloc[180:200, 1] = np.nan  # BBB is missing for 20 days
     fitted = FinVAE(**FAST).fit(gappy)
     values, scaled, observed, ends, _, _ = fitted._prepare(gappy)
     _, _, single, seen = fitted._day_statistics(values, scaled, observed, ends)
     for i in (0, 1):
-        recent = fitted._relative_residual(single[seen[:, i], i], i)[-60:]
-        assert fitted.asset_calibration_[i] == estimator_module._fit_tail(recent, pareto=False)
-    last_rows = fitted._relative_residual(single[:, 1], 1)[-60:]  # as if the gap's rows were observed
-    assert fitted.asset_calibration_[1] != estimator_module._fit_tail(last_rows, pareto=False)
-
-
-def test_a_jump_after_quiet_days_is_more_surprising_than_after_a_run_of_news(model):
-    # Each asset's residual is judged over its training mean plus its recent level: the same
-    # jump surprises less in a stock whose own residuals have been large for weeks.
-    mean = model.asset_residual_mean_[0]
-    quiet, loud = np.full((40, 5), mean), np.full((40, 5), mean)
-    loud[10:39, 0] = 4 * mean
-    quiet[39, 0] = loud[39, 0] = 12 * mean
-    seen, kl = np.ones((40, 5), bool), np.full(40, model.kl_mean_)
-    after_quiet, after_loud = (
-        model._raw_parts(kl, single, single, seen)["max_residual"][39] for single in (quiet, loud)
-    )
-    assert after_quiet > after_loud + 2.0
+        assert fitted.asset_calibration_[i] == fit_tail(np.abs(single[seen[:, i], i]), pareto=False)
+    assert seen[:, 1].sum() == seen[:, 0].sum() - 20
 
 
 def test_a_bigger_single_asset_jump_is_clearly_more_surprising(model, returns):

@@ -1,0 +1,211 @@
+"""FinVAE's anomaly score: its three parts, their calibration, and the flag threshold.
+
+A fitted :class:`finvae.FinVAE` measures three things on each scored day
+(:meth:`finvae.FinVAE._day_statistics`): the KL divergence of the day's code
+from the prior, the day's residuals in units of the model's scale and noise,
+and the same residuals in units of each asset's slow volatility. This module
+turns them into the score:
+
+- **parts** (:func:`raw_parts`): ``kl``, the day's KL (a market-wide shock
+  moves the factors far from usual); ``residual``, the ``BREADTH_QUANTILE``
+  quantile of the day's squared residuals (a broken cross-section: large only
+  when most assets miss at once); ``max_residual``, the most surprising single
+  asset's residual, each asset judged against its own training history;
+- **calibration** (:func:`fit_calibration`, :func:`part_surprises`): each part
+  becomes a surprise in nats, ``-log P(part >= value)`` under its training
+  distribution, the empirical one up to the ``TAIL_START`` quantile and a
+  fitted exponential (or Pareto) tail beyond, so that values beyond any seen
+  in training still rank;
+- **score** (:func:`combine`): the largest of the three surprises, and
+  **threshold** (:func:`threshold`): the ``1 - contamination`` quantile of the
+  training days' scores.
+
+Every function here works on arrays of the scored days, in date order; a
+day's parts use that day's statistics only, so the score is as causal as the
+statistics it is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "BREADTH_QUANTILE",
+    "SCORE_PARTS",
+    "TAIL_START",
+    "combine",
+    "fit_calibration",
+    "fit_tail",
+    "part_surprises",
+    "raw_parts",
+    "squared_quantile",
+    "tail_surprise",
+    "threshold",
+]
+
+#: The parts of the anomaly score, each calibrated on the training period (see ``FinVAE.score``).
+SCORE_PARTS = ("kl", "residual", "max_residual")
+
+#: The residual part is this quantile of a day's squared residuals over its observed assets: it
+#: rises when most assets miss their reconstruction at once (a broken cross-section), and one
+#: stock's jump, left to ``max_residual``, cannot move it.
+BREADTH_QUANTILE = 0.3
+
+#: Tail calibration: the empirical distribution below this quantile, an
+#: exponential tail above it, of log(part) (a Pareto tail) or of the part itself.
+TAIL_START = 0.9
+_PROBS = np.linspace(0.0, TAIL_START, 91)
+
+
+def fit_tail(values: np.ndarray, pareto: bool = True) -> dict[str, object]:
+    """The training distribution of a score part: quantiles of its log, and the rate of its tail.
+
+    The tail beyond the ``TAIL_START`` quantile is exponential in ``log(value)`` (Pareto,
+    ``pareto=True``) or in ``value`` itself; its rate is the inverse mean excess.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n,)
+        The part's values on the training days (non-negative).
+    pareto : bool, default=True
+        Fit the tail to ``log(value)`` (heavy-tailed parts) rather than to ``value``.
+
+    Returns
+    -------
+    calibration : dict
+        ``grid`` (quantiles of ``log(value)`` at ``0 .. TAIL_START``), ``rate`` and ``pareto``;
+        plain JSON, as saved with a model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.scoring import fit_tail, tail_surprise
+    >>> calibration = fit_tail(np.random.default_rng(0).exponential(size=1000))
+    >>> float(tail_surprise(np.array([0.0]), calibration)[0])
+    0.0
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not values.size:  # an asset never observed on a scored training day: nothing is surprising
+        values = np.zeros(1)
+    logs = np.log(np.maximum(values, 0.0) + 1e-12)
+    grid = np.quantile(logs, _PROBS)
+    start = grid[-1]
+    excess = logs[logs > start] - start if pareto else values[logs > start] - np.exp(start)
+    rate = float(1.0 / max(excess.mean() if excess.size else 1.0, 1e-6))
+    return {"grid": grid.tolist(), "rate": rate, "pareto": pareto}
+
+
+def tail_surprise(values: np.ndarray, calibration: dict) -> np.ndarray:
+    """Surprise ``-log P(part >= value)`` in nats: empirical below the tail start, the fitted tail beyond it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.scoring import fit_tail, tail_surprise
+    >>> calibration = fit_tail(np.arange(1.0, 1001.0))
+    >>> surprise = tail_surprise(np.array([500.0, 990.0, 5000.0]), calibration)
+    >>> bool(surprise[0] < surprise[1] < surprise[2])
+    True
+    """
+    values = np.asarray(values, dtype=np.float64)
+    logs = np.log(np.maximum(values, 0.0) + 1e-12)
+    grid = np.asarray(calibration["grid"])
+    below = -np.log1p(-np.interp(logs, grid, _PROBS))
+    excess = logs - grid[-1] if calibration.get("pareto", True) else values - np.exp(grid[-1])
+    beyond = -np.log1p(-TAIL_START) + calibration["rate"] * excess
+    return np.where(logs > grid[-1], beyond, below)
+
+
+def squared_quantile(values: np.ndarray, observed: np.ndarray, q: float) -> np.ndarray:
+    """Each row's ``q``-quantile of ``values**2`` over its observed entries (numpy's linear rule).
+
+    0 for a row with nothing observed. Works on one copy of ``values``, sorted in place: this runs on
+    every scored day and asset at once.
+    """
+    ordered = np.square(values, dtype=np.float64)  # missing entries sort last
+    ordered[~observed] = np.inf
+    ordered.sort(axis=1)
+    last = np.maximum(observed.sum(axis=1) - 1, 0)
+    position = q * last
+    below = np.floor(position).astype(np.intp)
+    above = np.minimum(below + 1, last)
+    low = np.take_along_axis(ordered, below[:, None], axis=1)[:, 0]
+    high = np.take_along_axis(ordered, above[:, None], axis=1)[:, 0]
+    with np.errstate(invalid="ignore"):  # inf - inf on rows with nothing observed, replaced below
+        result = low + (position - below) * (high - low)
+    return np.where(observed.any(axis=1), result, 0.0)
+
+
+def _asset_surprises(single: np.ndarray, seen: np.ndarray, asset_calibration: list[dict]) -> np.ndarray:
+    """Each asset's surprise at its absolute residual, against its own training distribution; 0 where missing."""
+    surprise = np.zeros(single.shape)
+    for i, tail in enumerate(asset_calibration):
+        surprise[seen[:, i], i] = tail_surprise(np.abs(single[seen[:, i], i]), tail)
+    return surprise
+
+
+def raw_parts(kl: np.ndarray, residual: np.ndarray, single: np.ndarray, seen: np.ndarray,
+              asset_calibration: list[dict]) -> dict[str, np.ndarray]:
+    """The three parts of each day's score, before their day-level calibration.
+
+    Parameters
+    ----------
+    kl : ndarray of shape (n_days,)
+        KL divergence of each day's code from the prior, in nats.
+    residual : ndarray of shape (n_days, n_assets)
+        Residuals in units of the model's scale and noise, 0 where missing.
+    single : ndarray of shape (n_days, n_assets)
+        The same residuals in units of each asset's slow volatility.
+    seen : ndarray of shape (n_days, n_assets), bool
+        Observed returns.
+    asset_calibration : list of dict
+        Per asset, :func:`fit_tail` of its absolute ``single`` residuals on the training days.
+
+    Returns
+    -------
+    parts : dict of ndarray, one per name in ``SCORE_PARTS``
+    """
+    return {
+        "kl": np.asarray(kl, dtype=np.float64),
+        "residual": squared_quantile(residual, seen, BREADTH_QUANTILE),
+        "max_residual": _asset_surprises(single, seen, asset_calibration).max(axis=1, initial=0.0),
+    }
+
+
+def fit_calibration(kl: np.ndarray, residual: np.ndarray, single: np.ndarray,
+                    seen: np.ndarray) -> tuple[dict[str, dict], list[dict]]:
+    """The training distributions behind the score: one per part, and one per asset.
+
+    Each asset's absolute residual gets an exponential tail in the residual itself (a Laplace tail:
+    in units of volatility, a 20-sigma jump is far more surprising than a 10-sigma one); ``kl`` and
+    ``residual`` get a Pareto tail (heavy tails); ``max_residual``, already in nats, an exponential
+    tail in its value (a Pareto tail on top would squash a 20-sigma jump to little more than a
+    10-sigma one, the log of a log).
+
+    Returns
+    -------
+    calibration : dict
+        Per part name, :func:`fit_tail` of its training values.
+    asset_calibration : list of dict
+        Per asset, :func:`fit_tail` of its absolute residuals on its observed training days.
+    """
+    asset_calibration = [fit_tail(np.abs(single[seen[:, i], i]), pareto=False) for i in range(single.shape[1])]
+    parts = raw_parts(kl, residual, single, seen, asset_calibration)
+    calibration = {name: fit_tail(part, pareto=name != "max_residual") for name, part in parts.items()}
+    return calibration, asset_calibration
+
+
+def part_surprises(parts: dict[str, np.ndarray], calibration: dict[str, dict]) -> dict[str, np.ndarray]:
+    """Each part as a surprise in nats, ``-log P(part >= value)`` under its training distribution."""
+    return {name: tail_surprise(parts[name], calibration[name]) for name in SCORE_PARTS}
+
+
+def combine(surprises: dict[str, np.ndarray]) -> np.ndarray:
+    """The score: the largest of the parts' surprises (4.6 nats: as rare as the top 1 % of training days)."""
+    return np.max([surprises[name] for name in SCORE_PARTS], axis=0)
+
+
+def threshold(train_scores: np.ndarray, contamination: float) -> float:
+    """The flag threshold: the ``1 - contamination`` quantile of the training days' (finite) scores."""
+    train_scores = np.asarray(train_scores, dtype=np.float64)
+    return float(np.quantile(train_scores[np.isfinite(train_scores)], 1.0 - contamination))

@@ -1,0 +1,148 @@
+"""``finvae fit`` and ``finvae score``: the daily routine from the command line, on a tiny slice of the sample."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finvae import FinVAE
+from finvae.cli import main
+from finvae.datasets import load_sp500_sample, prices_to_returns
+
+ASSETS = ["AAPL", "JPM", "XOM", "KO", "MSFT"]
+SMALL = ["--window", "10", "--latent-dim", "2", "--epochs", "2", "--seed", "3", "--quiet"]
+FIT_END = "2018-12-31"
+
+
+@pytest.fixture(scope="module")
+def prices() -> pd.DataFrame:
+    return load_sp500_sample().loc["2017-06":"2019-06", ASSETS]
+
+
+@pytest.fixture(scope="module")
+def files(prices, tmp_path_factory):
+    """A price file, a model fitted on it by the CLI, and its scores."""
+    folder = tmp_path_factory.mktemp("daily")
+    prices.to_csv(folder / "prices.csv")
+    assert main(["fit", str(folder / "prices.csv"), "--model", str(folder / "model"), "--start", "2017-07-01",
+                 "--end", FIT_END, *SMALL]) == 0
+    assert main(["score", str(folder / "prices.csv"), "--model", str(folder / "model"),
+                 "--out", str(folder / "scores.csv")]) == 0
+    return folder
+
+
+def _read(path) -> pd.DataFrame:
+    return pd.read_csv(path, index_col="Date", parse_dates=True, keep_default_na=False, na_values=[""])
+
+
+def test_fit_saves_the_model_python_would_fit(files, prices):
+    returns = prices_to_returns(prices).loc["2017-07-01":FIT_END]
+    expected = FinVAE(window=10, latent_dim=2, epochs=2, random_state=3, verbose=0).fit(returns)
+    loaded = FinVAE.load(files / "model")
+    assert loaded.threshold_ == pytest.approx(expected.threshold_, rel=1e-12)  # same seed, same dates: same model
+    assert list(loaded.feature_names_in_) == ASSETS and loaded.window == 10
+    info = json.loads((files / "model" / "fit.json").read_text())
+    assert (info["start"], info["end"], info["n_dates"]) == (str(returns.index[0].date()), FIT_END, len(returns))
+
+
+def test_fit_prints_what_it_did(files, capsys):
+    assert main(["fit", str(files / "prices.csv"), "--model", str(files / "model2"), "--end", "2018-06-29",
+                 *SMALL]) == 0
+    captured = capsys.readouterr()
+    assert "looks like prices" in captured.err and "--assume prices" in captured.err  # load_returns' decision
+    assert "2017-06-02 to 2018-06-29" in captured.out and "Threshold" in captured.out
+    assert "epochs" in captured.out and str(files / "model2") in captured.out
+    assert sorted(p.name for p in (files / "model2").iterdir()) == ["finvae.json", "fit.json", "model.safetensors"]
+    assert not [p for p in files.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_score_has_every_part_the_threshold_the_flag_and_top_assets(files, prices):
+    model = FinVAE.load(files / "model")
+    returns = prices_to_returns(prices)
+    table = _read(files / "scores.csv")
+    parts = model.score_parts(returns)
+    assert list(table.columns) == ["score", *parts.columns, "threshold", "flag", "top_assets", "in_sample"]
+    assert table.index.equals(returns.index.rename("Date"))
+    np.testing.assert_allclose(table["score"], model.score(returns), rtol=1e-5)
+    np.testing.assert_allclose(table[list(parts.columns)], parts, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(table["threshold"], model.threshold_, rtol=1e-5)
+    assert table["flag"].tolist() == model.predict(returns).tolist()
+    assert table["in_sample"].to_numpy().tolist() == (returns.index <= FIT_END).tolist()
+    shares = model.score_assets(returns)
+    scored = table["score"].notna()
+    assert table.loc[~scored, "top_assets"].isna().all()
+    for date in table.index[scored][::50]:
+        named = [item.split(" ") for item in table.at[date, "top_assets"].split("; ")]
+        assert len(named) == 3 and named[0][0] == shares.loc[date].idxmax()
+        assert float(named[0][1]) == pytest.approx(shares.loc[date].max(), abs=0.005)
+
+
+def test_score_start_keeps_the_history_and_reordered_columns_give_the_same(files, prices, capsys):
+    prices[list(reversed(ASSETS))].to_csv(files / "reordered.csv")
+    out = files / "recent.csv"
+    (out).write_text("an older file, replaced whole\n")
+    assert main(["score", str(files / "reordered.csv"), "--model", str(files / "model"), "--out", str(out),
+                 "--start", "2019-01-02"]) == 0
+    recent, full = _read(out), _read(files / "scores.csv")
+    assert recent.index[0] == pd.Timestamp("2019-01-02")
+    pd.testing.assert_frame_equal(recent, full.loc["2019-01-02":])  # the earlier dates still fed the scores
+    assert not [p for p in files.iterdir() if p.name.endswith(".tmp")]
+    printed = capsys.readouterr().out
+    assert "Latest, 2019-06-28: score" in printed and "out of sample" in printed
+
+
+def test_a_new_day_leaves_the_earlier_scores_as_they_were(files, prices, tmp_path):
+    prices.loc[:"2019-03-29"].to_csv(tmp_path / "until_march.csv")
+    assert main(["score", str(tmp_path / "until_march.csv"), "--model", str(files / "model"),
+                 "--out", str(tmp_path / "march.csv")]) == 0
+    earlier, full = _read(tmp_path / "march.csv"), _read(files / "scores.csv")
+    pd.testing.assert_frame_equal(earlier, full.loc[:"2019-03-29"])  # causal: later rows change no earlier score
+
+
+def _fails(argv, capsys, *fragments):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("finvae: error: ") and not any("Traceback" in line for line in err)
+    for fragment in fragments:
+        assert fragment in err[-1], err[-1]
+
+
+def test_bad_input_is_one_line_and_exit_2(files, prices, capsys, tmp_path):
+    model, out = str(files / "model"), str(tmp_path / "out.csv")
+    _fails(["score", str(tmp_path / "missing.csv"), "--model", model, "--out", out], capsys, "no such file")
+    prices.drop(columns="KO").rename(columns={"XOM": "CVX"}).to_csv(tmp_path / "other.csv")
+    _fails(["score", str(tmp_path / "other.csv"), "--model", model, "--out", out], capsys,
+           "other assets", "missing XOM, KO", "not at fit CVX")
+    prices.iloc[:8].to_csv(tmp_path / "short.csv")
+    _fails(["score", str(tmp_path / "short.csv"), "--model", model, "--out", out], capsys, "fewer than window=10")
+    _fails(["fit", str(tmp_path / "short.csv"), "--model", str(tmp_path / "m"), *SMALL], capsys, "short.csv")
+    broken = prices.copy()
+    broken.iloc[30, 1] = 0.0
+    broken.to_csv(tmp_path / "zero.csv")
+    _fails(["fit", str(tmp_path / "zero.csv"), "--model", str(tmp_path / "m"), *SMALL], capsys,
+           "looks like prices", "JPM on", "--assume returns")
+    _fails(["score", str(files / "prices.csv"), "--model", str(tmp_path), "--out", out], capsys,
+           "not a finvae model folder")
+    assert not (tmp_path / "out.csv").exists()
+    _fails(["fit", str(files / "prices.csv"), "--model", str(tmp_path), *SMALL], capsys,
+           "is not a finvae model folder; it is left as it is")
+
+
+def test_damaged_model_is_a_data_error(files, tmp_path, capsys):
+    damaged = tmp_path / "model"
+    damaged.mkdir()
+    for path in (files / "model").iterdir():
+        (damaged / path.name).write_bytes(path.read_bytes()[:100])
+    _fails(["score", str(files / "prices.csv"), "--model", str(damaged), "--out", str(tmp_path / "s.csv")], capsys,
+           "finvae.json", "not valid JSON")
+
+
+def test_python_dash_m_finvae(tmp_path):
+    argv = ["score", str(tmp_path / "none.csv"), "--model", str(tmp_path), "--out", str(tmp_path / "s.csv")]
+    done = subprocess.run([sys.executable, "-m", "finvae", *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("finvae: error: ") and "Traceback" not in done.stderr

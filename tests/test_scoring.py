@@ -1,0 +1,85 @@
+"""The score's parts, their calibration and the threshold (finvae.scoring), on small arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finvae.scoring import (
+    BREADTH_QUANTILE,
+    SCORE_PARTS,
+    combine,
+    fit_calibration,
+    fit_tail,
+    part_surprises,
+    raw_parts,
+    squared_quantile,
+    tail_surprise,
+    threshold,
+)
+
+
+def test_squared_quantile_is_numpys_quantile_over_each_rows_observed_entries():
+    rng = np.random.default_rng(0)
+    values, observed = rng.normal(size=(40, 7)), rng.random((40, 7)) > 0.3
+    observed[3] = False
+    observed[4] = np.arange(7) == 2
+    expected = [np.quantile(row[seen] ** 2, 0.3) if seen.any() else 0.0
+                for row, seen in zip(values, observed, strict=True)]
+    np.testing.assert_allclose(squared_quantile(values, observed, 0.3), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("pareto", [True, False])
+def test_the_surprise_is_minus_log_of_the_training_tail_probability(pareto):
+    train = np.random.default_rng(1).exponential(size=20_000)
+    calibration = fit_tail(train, pareto=pareto)
+    # Below the tail start: the empirical distribution, -log P(part >= value).
+    for value in (0.1, 0.5, 1.5):
+        assert tail_surprise(np.array([value]), calibration)[0] == pytest.approx(-np.log((train >= value).mean()),
+                                                                                 abs=0.03)
+    # The top 1 % of training values are about 4.6 nats and beyond; larger values keep ranking.
+    top = np.quantile(train, 0.99)
+    assert tail_surprise(np.array([top]), calibration)[0] == pytest.approx(np.log(100), abs=0.4)
+    far = tail_surprise(np.array([train.max(), 2 * train.max(), 4 * train.max()]), calibration)
+    assert np.all(np.diff(far) > 0)
+
+
+def test_an_asset_never_observed_in_training_is_never_surprising():
+    calibration = fit_tail(np.array([]), pareto=False)
+    assert np.all(tail_surprise(np.array([0.0, 1.0]), calibration) >= 0)
+
+
+def test_the_parts_each_answer_to_their_own_kind_of_day():
+    rng = np.random.default_rng(2)
+    n, k = 2_000, 10
+    kl = rng.gamma(2.0, 0.5, n)
+    residual = rng.normal(size=(n, k))
+    seen = np.ones((n, k), bool)
+    calibration, assets = fit_calibration(kl, residual, residual, seen)
+    assert set(calibration) == set(SCORE_PARTS) and len(assets) == k
+
+    days = np.repeat(residual[:1] * 0.1, 4, axis=0)  # four calm days, then one shock each
+    day_kl = np.full(4, 1.0)
+    day_kl[1] = 30.0                                  # a market-wide shock: the factors move far
+    days[2, 0] = 12.0                                 # one asset jumps
+    days[3] = 4.0 * np.where(np.arange(k) % 2, 1, -1)  # the cross-section breaks
+    surprises = part_surprises(raw_parts(day_kl, days, days, seen[:4], assets), calibration)
+    assert surprises["kl"].argmax() == 1
+    assert surprises["max_residual"].argmax() == 2
+    assert surprises["residual"].argmax() == 3
+    assert surprises["residual"][2] < 2.0  # one stock's jump barely moves the breadth part
+    np.testing.assert_array_equal(combine(surprises), np.max([surprises[p] for p in SCORE_PARTS], axis=0))
+    assert combine(surprises)[1:].min() > 4.6 > combine(surprises)[0]
+
+
+def test_the_breadth_part_is_a_low_quantile_of_the_squared_residuals():
+    residual = np.array([[0.0, 1.0, 2.0, 3.0, 10.0]])
+    seen = np.ones_like(residual, bool)
+    part = raw_parts(np.zeros(1), residual, residual, seen, [fit_tail(np.ones(5), pareto=False)] * 5)["residual"]
+    np.testing.assert_allclose(part, np.quantile(residual[0] ** 2, BREADTH_QUANTILE))
+
+
+def test_the_threshold_flags_the_contamination_share_of_finite_training_scores():
+    scores = np.concatenate([np.arange(1000.0), [np.nan, np.inf]])
+    assert threshold(scores, 0.01) == pytest.approx(np.quantile(np.arange(1000.0), 0.99))
+    assert (np.arange(1000.0) > threshold(scores, 0.05)).mean() == pytest.approx(0.05, abs=0.002)
