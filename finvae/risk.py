@@ -8,15 +8,16 @@ surprises into a factor part ``f_t = B mu_t + b`` (``mu_t`` the posterior mean
 of the day's code, ``B`` the loadings) and a residual ``e_t = x_t - f_t``. At
 the close of day ``t`` the forecast covariance of the next day's surprises is
 the sample second moment ``S_t`` of the last ``LOOKBACK`` (252) days' surprises,
-shrunk towards the model's dynamic factor structure ``F_t``, the second moment
-of the same days' factor parts plus their residual variances (a rank
-``latent_dim + 1`` matrix plus a diagonal). ``F_t`` moves with the market:
+shrunk towards the model's dynamic factor structure ``F_t``: off the diagonal,
+the co-moments of the same days' factor parts (a rank ``latent_dim + 1``
+matrix), on it the sample's own second moments, so that only co-movements are
+shrunk, as in Ledoit and Wolf's targets. ``F_t`` moves with the market:
 it is built from the codes of the last year, not from the N(0, I) prior, whose
 fixed correlation is worse than a sample one. The weight on ``F_t`` is Ledoit
 and Wolf's (2003) optimal shrinkage intensity towards a target, estimated on
 the same days, ``min(1, pi / (n * ||F - S||^2))`` with ``pi`` the summed
-sampling variance of the entries of ``S`` (the target treated as fixed:
-``rho = 0``); nothing in it is tuned. The covariance of returns is then
+sampling variance of the off-diagonal entries of ``S`` (the target treated as
+fixed: ``rho = 0``); nothing in it is tuned. The covariance of returns is then
 ``diag(s) C diag(s)`` with ``s`` each asset's volatility forecast.
 
 **The horizon.** Over ``h`` days, the sum of the daily covariances
@@ -172,7 +173,7 @@ def _positions(index, dates, n_days: int) -> np.ndarray:
 
 
 class _Parts:
-    """What every forecast of one input is built from: surprises, factor parts, residuals, volatilities."""
+    """What every forecast of one input is built from: surprises, factor parts, volatilities."""
 
     def __init__(self, model, X) -> None:
         values, scaled, observed, ends, index, columns = model._prepare(X)
@@ -184,7 +185,6 @@ class _Parts:
         self.x = x
         self.f = np.zeros_like(x)
         self.f[ends] = decoded.numpy().astype(np.float64)
-        self.e = np.where(observed, x - self.f, 0.0)
         self.scored = np.zeros(self.n_days, dtype=bool)
         self.scored[ends] = True
         # The volatilities for the day after each date: one more (missing) row carries the EWMAs on.
@@ -203,7 +203,6 @@ class _Parts:
         # the slow half-life: of the covariance's regime adjustment and of its decay over the horizon
         self.slow_halflife = max(halflives)
         self.slow_lam = 0.5 ** (1.0 / self.slow_halflife)
-        self.x_power = np.square(np.square(x).sum(axis=1))  # (x_t' x_t)^2, for the shrinkage intensity
         self._regime = None
 
     def scale_path(self, t: int, horizon: int) -> np.ndarray:
@@ -220,15 +219,23 @@ class _Parts:
         days = lo + np.flatnonzero(self.scored[lo : t + 1])
         if len(days) < MIN_DAYS:
             return None
-        x, f, e = self.x[days], self.f[days], self.e[days]
+        x, f = self.x[days], self.f[days]
         n = len(days)
         sample = x.T @ x / n
+        # The target: the factor parts' co-moments off the diagonal, and the sample's own second
+        # moments on it (as in Ledoit and Wolf's targets): only the co-movements are shrunk. (The
+        # larger of the two on the diagonal: a factor part's own moment can exceed its asset's by a
+        # little, and the target stays positive semi-definite.)
         target = f.T @ f / n
-        target[np.diag_indices_from(target)] += np.square(e).mean(axis=0)
-        # Ledoit-Wolf: pi = sum over entries of the variance of x_i x_j, so pi / n that of S's entries.
-        pi = self.x_power[days].mean() - np.square(sample).sum()
+        diagonal = np.diag_indices_from(target)
+        target[diagonal] = np.maximum(sample[diagonal], target[diagonal])
+        # Ledoit-Wolf: pi sums the variances of the products x_i x_j over the entries off the
+        # diagonal (pi / n: those of S's entries), gamma the squared distances of S to the target.
+        squares = np.square(x)
+        pi = squares.T @ squares / n - np.square(sample)
+        pi[diagonal] = 0.0
         gamma = np.square(target - sample).sum()
-        intensity = 1.0 if gamma <= 0 else float(np.clip(pi / (n * gamma), 0.0, 1.0))
+        intensity = 1.0 if gamma <= 0 else float(np.clip(pi.sum() / (n * gamma), 0.0, 1.0))
         return intensity * target + (1.0 - intensity) * sample
 
     def regime(self) -> np.ndarray:
