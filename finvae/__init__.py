@@ -10,4 +10,13 @@ from finvae.estimator import FinVAE, elbo_scorer
 
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "FinVAE", "TrainingError", "__version__", "elbo_scorer"]
+__all__ = ["DataError", "FinVAE", "FinVAECovariance", "TrainingError", "__version__", "elbo_scorer"]
+
+
+def __getattr__(name: str):
+    # skfolio is optional: FinVAECovariance is imported on first use, so finvae imports without it.
+    if name == "FinVAECovariance":
+        from finvae._skfolio import FinVAECovariance
+
+        return FinVAECovariance
+    raise AttributeError(f"module 'finvae' has no attribute {name!r}")

@@ -810,6 +810,44 @@ class FinVAE(TransformerMixin, BaseEstimator):
         scale = self._trailing_scale(values).astype(np.float64)
         return scale if index is None else pd.DataFrame(scale, index=index, columns=columns)
 
+    def covariance(self, X, *, horizon: int = 1):
+        """Forecast covariance of the next ``horizon`` days' returns at the close of ``X``'s last date.
+
+        FinVAE as a dynamic factor risk model (:mod:`finvae.risk`): the last
+        year's volatility-scaled returns, shrunk towards the factor structure of
+        their codes, read in each asset's mean-reverting volatility forecast.
+        :func:`finvae.risk.covariance_forecasts` gives one for every date.
+
+        Returns
+        -------
+        covariance : DataFrame (assets × assets), or ndarray for array input
+        """
+        from finvae import risk
+
+        return risk.covariance(self, X, horizon=horizon)
+
+    def value_at_risk(self, X, alpha: float = 0.01, weights=None, horizon: int = 1):
+        """Value-at-risk of a portfolio (default equal weights) at each date's close: :func:`finvae.risk.value_at_risk`.
+
+        Returns
+        -------
+        var : Series named "value_at_risk" (positive = loss), or ndarray for array input
+        """
+        from finvae import risk
+
+        return risk.value_at_risk(self, X, alpha=alpha, weights=weights, horizon=horizon)
+
+    def expected_shortfall(self, X, alpha: float = 0.01, weights=None, horizon: int = 1):
+        """Expected shortfall of a portfolio at each date's close: :func:`finvae.risk.expected_shortfall`.
+
+        Returns
+        -------
+        es : Series named "expected_shortfall" (positive = loss, >= the VaR), or ndarray for array input
+        """
+        from finvae import risk
+
+        return risk.expected_shortfall(self, X, alpha=alpha, weights=weights, horizon=horizon)
+
     def elbo(self, X, y=None) -> float:
         """Mean ELBO per scored date, in nats (higher is better): a scalar for model selection.
 

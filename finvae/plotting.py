@@ -23,7 +23,7 @@ import pandas as pd
 
 from finvae._exceptions import DataError
 
-__all__ = ["equal_weight_index", "plot_asset_contributions", "plot_factors", "plot_scores"]
+__all__ = ["equal_weight_index", "plot_asset_contributions", "plot_factors", "plot_scores", "plot_var_backtest"]
 
 
 def _series(data, what: str) -> pd.Series:
@@ -288,4 +288,54 @@ def plot_asset_contributions(
     ax.set_xlabel("share of the day's squared residual")
     ax.set_title(title or f"Per-asset contributions on the {len(days)} most anomalous days")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), title="asset")
+    return fig
+
+
+def plot_var_backtest(
+    returns: pd.Series,
+    value_at_risk: pd.Series,
+    *,
+    title: str = "Value-at-risk forecast and its exceptions",
+    figsize: tuple[float, float] = (11.0, 4.5),
+):
+    """A portfolio's daily returns, minus its VaR forecast, and the exceptions marked.
+
+    Parameters
+    ----------
+    returns : Series
+        The portfolio's return on each day.
+    value_at_risk : Series
+        The VaR (a positive loss) *for* each day, i.e. forecast at the previous
+        close: ``model.value_at_risk(X).shift(1)`` on the same dates. Days where
+        either is NaN are left out.
+    title : str
+        Title of the figure.
+    figsize : (float, float), default=(11, 4.5)
+        Figure size in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Returns as grey bars, ``-VaR`` as a line, and the days that lost more
+        than the VaR as red dots; the legend gives their count and share.
+    """
+    import matplotlib.pyplot as plt
+
+    returns = _series(returns, "returns")
+    value_at_risk = _series(value_at_risk, "value_at_risk").reindex(returns.index)
+    ok = returns.notna() & value_at_risk.notna()
+    if not ok.any():
+        raise DataError("returns and value_at_risk share no date with both values: nothing to plot.")
+    returns, value_at_risk = returns[ok], value_at_risk[ok]
+    exceptions = -returns > value_at_risk
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.vlines(returns.index, 0.0, returns.to_numpy(), color="0.6", linewidth=0.5, label="daily return")
+    ax.plot(value_at_risk.index, -value_at_risk.to_numpy(), color="C0", linewidth=0.9, label="minus VaR")
+    ax.scatter(returns.index[exceptions.to_numpy()], returns[exceptions].to_numpy(), color="C3", s=10, zorder=3,
+               label=f"exceptions: {int(exceptions.sum())} of {len(returns)} days ({exceptions.mean():.2%})")
+    ax.axhline(0.0, color="0.3", linewidth=0.5)
+    ax.set_title(title)
+    ax.set_ylabel("return")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
     return fig

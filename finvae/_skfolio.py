@@ -1,0 +1,115 @@
+"""skfolio interop: :class:`FinVAECovariance`, FinVAE's covariance forecast as a skfolio covariance estimator.
+
+skfolio is an optional extra (``pip install finvae[skfolio]``); this module is
+imported only when ``finvae.FinVAECovariance`` is first used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import clone
+
+try:
+    from skfolio.moments import BaseCovariance
+except ImportError as error:  # pragma: no cover - exercised only without skfolio
+    raise ImportError(
+        "finvae.FinVAECovariance needs skfolio, an optional extra: pip install 'finvae[skfolio]'."
+    ) from error
+
+from finvae import risk
+from finvae._exceptions import DataError
+from finvae.estimator import FinVAE
+
+__all__ = ["FinVAECovariance"]
+
+
+class FinVAECovariance(BaseCovariance):
+    """FinVAE's forecast covariance of the next ``horizon`` days, as a skfolio covariance estimator.
+
+    ``fit(X)`` fits a clone of ``estimator`` (default ``FinVAE(verbose=0)``)
+    on the returns ``X`` and sets ``covariance_`` to its forecast at ``X``'s
+    last date (:func:`finvae.risk.covariance`), divided by ``horizon``: the
+    average daily covariance over the holding period, in the per-observation
+    units skfolio's optimisers and evaluations expect. With ``refit=False``
+    and a fitted ``estimator``, the model is used as it is and only the
+    forecast is made: a model fitted once on a long history can then serve
+    many rebalancing dates cheaply.
+
+    Parameters
+    ----------
+    estimator : FinVAE, optional
+        The model (its parameters); default ``FinVAE(verbose=0)``.
+    horizon : int, default=1
+        Holding period in days (e.g. 21 for a monthly rebalance): the
+        volatility forecast mean-reverts over it.
+    refit : bool, default=True
+        Fit a clone of ``estimator`` on ``X`` (True), or use the fitted
+        ``estimator`` as it is (False).
+    assume_centered, nearest, higham, higham_max_iteration
+        As in :class:`skfolio.moments.BaseCovariance`: with ``nearest=True``
+        the forecast is replaced by the nearest positive definite matrix
+        (it is positive semi-definite by construction; this guards the
+        Cholesky factorisation of near-singular forecasts).
+
+    Attributes
+    ----------
+    covariance_ : ndarray of shape (n_assets, n_assets)
+    location_ : ndarray of shape (n_assets,)
+        The mean of ``X`` (0 with ``assume_centered=True``).
+    estimator_ : FinVAE
+        The model used.
+
+    Examples
+    --------
+    >>> from skfolio.optimization import MeanRisk
+    >>> from skfolio.prior import EmpiricalPrior
+    >>> from finvae import FinVAECovariance
+    >>> portfolio = MeanRisk(prior_estimator=EmpiricalPrior(covariance_estimator=FinVAECovariance(horizon=21)))
+    >>> portfolio.fit(returns.loc["2010":"2019"])     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        estimator: FinVAE | None = None,
+        horizon: int = 1,
+        refit: bool = True,
+        assume_centered: bool = False,
+        nearest: bool = True,
+        higham: bool = False,
+        higham_max_iteration: int = 100,
+    ) -> None:
+        super().__init__(
+            assume_centered=assume_centered,
+            nearest=nearest,
+            higham=higham,
+            higham_max_iteration=higham_max_iteration,
+        )
+        self.estimator = estimator
+        self.horizon = horizon
+        self.refit = refit
+
+    def fit(self, X, y=None, **fit_params) -> FinVAECovariance:
+        """Fit the model (unless ``refit=False``) and set the forecast covariance at ``X``'s last date."""
+        horizon = risk._check_horizon(self.horizon)
+        if self.refit:
+            base = self.estimator if self.estimator is not None else FinVAE(verbose=0)
+            self.estimator_ = clone(base).fit(X)
+        else:
+            if self.estimator is None:
+                raise ValueError("refit=False needs a fitted FinVAE as estimator.")
+            self.estimator_ = self.estimator
+        covariance = np.asarray(risk.covariance(self.estimator_, X, horizon=horizon), dtype=np.float64)
+        if not np.isfinite(covariance).all():
+            raise DataError(
+                "no covariance forecast at the last date of X: it needs a scored date (window "
+                f"{self.estimator_.window}, min_coverage {self.estimator_.min_coverage}) and at least "
+                f"{risk.MIN_DAYS} scored days in its lookback. Pass a longer history."
+            )
+        values = np.asarray(X, dtype=np.float64)
+        self.n_features_in_ = values.shape[1]
+        names = getattr(X, "columns", None)
+        if names is not None and all(isinstance(c, str) for c in names):
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.location_ = np.zeros(values.shape[1]) if self.assume_centered else np.nanmean(values, axis=0)
+        self._set_covariance(covariance / horizon)
+        return self

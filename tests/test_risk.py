@@ -1,0 +1,240 @@
+"""finvae.risk: covariance, VaR and ES forecasts — shapes, PSD, no look-ahead, errors, skfolio interop."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finvae import DataError, FinVAE
+from finvae.risk import (
+    MIN_DAYS,
+    MIN_OUTCOMES,
+    covariance,
+    covariance_forecasts,
+    expected_shortfall,
+    tail_risk,
+    value_at_risk,
+)
+
+ASSETS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
+FAST = dict(window=5, hidden=8, epochs=3, random_state=0, verbose=0)
+N_DAYS = 420
+
+
+def make_returns(n_days: int = N_DAYS, seed: int = 0) -> pd.DataFrame:
+    """One market factor whose volatility doubles halfway, business-day dates."""
+    rng = np.random.default_rng(seed)
+    vol = np.where(np.arange(n_days) < n_days // 2, 0.01, 0.02)[:, None]
+    market = rng.normal(0.0, 1.0, size=(n_days, 1)) * vol
+    values = market * rng.uniform(0.5, 1.5, size=len(ASSETS)) + rng.normal(0.0, 0.006, size=(n_days, len(ASSETS)))
+    return pd.DataFrame(values, index=pd.bdate_range("2020-01-01", periods=n_days), columns=ASSETS)
+
+
+@pytest.fixture(scope="module")
+def returns() -> pd.DataFrame:
+    return make_returns()
+
+
+@pytest.fixture(scope="module")
+def model(returns) -> FinVAE:
+    return FinVAE(**FAST).fit(returns.iloc[:200])
+
+
+def test_covariance_is_a_symmetric_psd_assets_by_assets_frame(model, returns):
+    cov = model.covariance(returns)
+    assert isinstance(cov, pd.DataFrame)
+    assert list(cov.index) == ASSETS and list(cov.columns) == ASSETS
+    values = cov.to_numpy()
+    assert np.isfinite(values).all()
+    np.testing.assert_allclose(values, values.T, rtol=1e-12, atol=1e-15)
+    assert np.linalg.eigvalsh(values).min() > 0
+
+
+def test_the_forecast_moves_with_the_market(model, returns):
+    # the market's volatility doubles halfway: the equal-weight portfolio's variance about quadruples
+    weights = np.full(len(ASSETS), 1.0 / len(ASSETS))
+    calm = weights @ model.covariance(returns.iloc[:190]).to_numpy() @ weights
+    wild = weights @ model.covariance(returns).to_numpy() @ weights
+    assert wild > 2.0 * calm
+    assert 0.5 < calm / returns.iloc[:190].mean(axis=1).var() < 2.0
+
+
+def test_the_sibling_gives_every_date_and_matches_the_single_date_method(model, returns):
+    covs = covariance_forecasts(model, returns, horizon=3)
+    assert isinstance(covs.index, pd.MultiIndex)
+    assert covs.shape == (len(returns) * len(ASSETS), len(ASSETS))
+    assert list(covs.index.get_level_values(0).unique()) == list(returns.index)
+    np.testing.assert_allclose(covs.loc[returns.index[-1]].to_numpy(), model.covariance(returns, horizon=3).to_numpy())
+    some = covariance_forecasts(model, returns, horizon=3, dates=returns.index[[100, 300]])
+    np.testing.assert_allclose(some.to_numpy(), covs.loc[returns.index[[100, 300]]].to_numpy())
+    # the first window - 1 dates, and dates with too few days in the lookback, get NaN
+    assert covs.loc[returns.index[0]].isna().all().all()
+    assert covs.loc[returns.index[30]].notna().all().all()
+
+
+def test_array_input_gives_arrays_with_the_same_numbers(model, returns):
+    got = covariance(model, returns.to_numpy(), horizon=2)
+    np.testing.assert_allclose(got, model.covariance(returns, horizon=2).to_numpy())
+    stack = covariance_forecasts(model, returns.to_numpy(), dates=[50, 60])
+    assert stack.shape == (2, len(ASSETS), len(ASSETS))
+
+
+def test_a_longer_horizon_forecasts_more_risk_and_volatility_mean_reverts(model, returns):
+    one, five, twenty = (np.diag(model.covariance(returns.iloc[:260], horizon=h)) for h in (1, 5, 20))
+    assert (five > one).all() and (twenty > five).all()
+    # after the volatility jump the fast volatility is above the slow one: the daily forecast falls with h
+    assert (twenty / 20 < one).all()
+
+
+@pytest.mark.parametrize("t", [250, 330])
+def test_changing_the_future_leaves_past_forecasts_unchanged(model, returns, t):
+    changed = returns.copy()
+    changed.iloc[t + 1 :] *= -3.0
+    for X in (changed, changed.iloc[: t + 1]):
+        np.testing.assert_allclose(
+            covariance_forecasts(model, X, dates=returns.index[[t]]).to_numpy(),
+            covariance_forecasts(model, returns, dates=returns.index[[t]]).to_numpy(),
+        )
+    past = slice(None, returns.index[t])
+    for method in (model.value_at_risk, model.expected_shortfall):
+        pd.testing.assert_series_equal(method(changed, horizon=2)[past], method(returns, horizon=2)[past])
+
+
+def test_var_and_es_are_positive_losses_aligned_to_the_dates_with_es_above_var(model, returns):
+    var = model.value_at_risk(returns)
+    es = model.expected_shortfall(returns)
+    assert var.name == "value_at_risk" and es.name == "expected_shortfall"
+    assert var.index.equals(returns.index) and es.index.equals(returns.index)
+    known = var.notna()
+    # the first covariance forecast is at position window - 1 + MIN_DAYS - 1; a VaR needs MIN_OUTCOMES
+    # outcomes of forecasts after it, the last one's day over: NaN before, a number from then on
+    first = FAST["window"] - 1 + MIN_DAYS - 1 + MIN_OUTCOMES
+    assert not known.iloc[:first].any() and known.iloc[first:].all()
+    assert (var[known] > 0).all()
+    assert (es[known] >= var[known]).all()
+    assert es.notna().equals(known)
+
+
+def test_tail_risk_gives_both_in_one_pass(model, returns):
+    both = tail_risk(model, returns, alpha=0.05, horizon=2)
+    assert list(both.columns) == ["value_at_risk", "expected_shortfall"]
+    pd.testing.assert_series_equal(both["value_at_risk"], model.value_at_risk(returns, alpha=0.05, horizon=2))
+    pd.testing.assert_series_equal(both["expected_shortfall"], model.expected_shortfall(returns, alpha=0.05, horizon=2))
+
+
+def test_var_grows_with_the_horizon_and_the_confidence(model, returns):
+    late = returns.index[-50:]
+    one, ten = (model.value_at_risk(returns, horizon=h)[late] for h in (1, 10))
+    assert (ten > one).all()
+    assert (model.value_at_risk(returns, alpha=0.01)[late] >= model.value_at_risk(returns, alpha=0.05)[late]).all()
+
+
+def test_weights_by_name_in_any_order_equal_weights_by_position(model, returns):
+    weights = pd.Series([0.4, 0.3, 0.2, 0.1, 0.0], index=ASSETS)
+    by_name = model.value_at_risk(returns, weights=weights.iloc[::-1])
+    by_position = value_at_risk(model, returns, weights=weights.to_numpy())
+    pd.testing.assert_series_equal(by_name, by_position)
+    equal = model.value_at_risk(returns)
+    pd.testing.assert_series_equal(equal, model.value_at_risk(returns, weights=np.full(5, 0.2)))
+    np.testing.assert_allclose(
+        expected_shortfall(model, returns.to_numpy()), model.expected_shortfall(returns).to_numpy(), equal_nan=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(weights=[0.5, 0.5]), "one number per asset"),
+        (dict(weights=pd.Series(0.2, index=["AAA", "BBB", "CCC", "DDD", "ZZZ"])), "unexpected \\['ZZZ'\\]"),
+        (dict(weights=[0.2, np.nan, 0.2, 0.2, 0.2]), "must be finite.*BBB"),
+        (dict(alpha=0.0), "alpha"),
+        (dict(alpha=0.5), "alpha"),
+        (dict(alpha=-0.1), "alpha"),
+        (dict(horizon=0), "horizon"),
+        (dict(horizon=1.5), "horizon"),
+    ],
+)
+def test_bad_input_is_named(model, returns, kwargs, message):
+    for method in (model.value_at_risk, model.expected_shortfall):
+        with pytest.raises(DataError, match=message):
+            method(returns, **kwargs)
+
+
+def test_bad_horizon_dates_and_assets_are_named(model, returns):
+    with pytest.raises(DataError, match="horizon"):
+        model.covariance(returns, horizon=0)
+    with pytest.raises(DataError, match="not dates of X"):
+        covariance_forecasts(model, returns, dates=[pd.Timestamp("1999-01-01")])
+    with pytest.raises(DataError, match="assets differ"):
+        model.covariance(returns.rename(columns={"AAA": "ZZZ"}))
+
+
+def test_inputs_are_not_modified(model, returns):
+    before = returns.copy()
+    weights = pd.Series(0.2, index=ASSETS)
+    model.value_at_risk(returns, weights=weights)
+    covariance_forecasts(model, returns, horizon=2)
+    pd.testing.assert_frame_equal(returns, before)
+    assert (weights == 0.2).all()
+
+
+def test_skfolio_mean_risk_takes_finvae_covariance(returns):
+    pytest.importorskip("skfolio")
+    from skfolio.optimization import MeanRisk
+    from skfolio.prior import EmpiricalPrior
+
+    from finvae import FinVAECovariance
+
+    estimator = FinVAECovariance(estimator=FinVAE(**FAST), horizon=5)
+    estimator.fit(returns.iloc[:300])
+    expected = FinVAE(**FAST).fit(returns.iloc[:300]).covariance(returns.iloc[:300], horizon=5).to_numpy() / 5
+    np.testing.assert_allclose(estimator.covariance_, expected, rtol=1e-6)
+    prior = EmpiricalPrior(covariance_estimator=FinVAECovariance(estimator=FinVAE(**FAST)))
+    portfolio = MeanRisk(prior_estimator=prior)
+    portfolio.fit(returns.iloc[:300])
+    assert portfolio.weights_.shape == (len(ASSETS),)
+    assert np.isclose(portfolio.weights_.sum(), 1.0)
+
+
+def test_skfolio_estimator_can_use_a_fitted_model_without_refitting(model, returns):
+    pytest.importorskip("skfolio")
+    from finvae import FinVAECovariance
+
+    estimator = FinVAECovariance(estimator=model, refit=False).fit(returns)
+    assert estimator.estimator_ is model
+    np.testing.assert_allclose(estimator.covariance_, model.covariance(returns).to_numpy(), rtol=1e-6)
+    with pytest.raises(DataError, match="no covariance forecast"):
+        FinVAECovariance(estimator=model, refit=False).fit(returns.iloc[:10])
+
+
+def test_finvae_imports_without_skfolio():
+    code = (
+        "import sys; sys.modules['skfolio'] = None; import finvae; "
+        "assert 'FinVAE' in dir(finvae)\n"
+        "try:\n    finvae.FinVAECovariance\nexcept ImportError as e:\n    assert 'finvae[skfolio]' in str(e)\n"
+        "else:\n    raise SystemExit('no ImportError')"
+    )
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_risk_bench_quick(capsys):
+    pytest.importorskip("arch")
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "risk_bench.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_risk_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    results = bench.main(["--quick", "--n-jobs", "1"])
+    assert {"FinVAE h=21", "sample", "equal weight"} <= set(results["gmv"].index)
+    assert {"FinVAE", "RiskMetrics", "FHS"} <= set(results["var"].index)
+    assert np.isfinite(results["gmv"]["gmv_vol"]).all()
+    assert "exceptions" in capsys.readouterr().out
