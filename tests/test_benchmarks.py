@@ -130,3 +130,20 @@ def test_recall_counts_an_event_caught_on_its_day_or_the_next(events_bench):
     result = events_bench.evaluate(score, events, "2019-12-31")
     assert result["market@1%"] == 0.5 and result["single@1%"] == 1.0
     assert result["near"] == pytest.approx(2 / 4)  # top 2 %: days 50, 121 and two days scored 6
+
+
+def test_risk_bench_quick(capsys):
+    pytest.importorskip("arch")
+    results = _load("risk_bench").main(["--quick", "--n-jobs", "1"])
+    assert {"FinVAE h=21", "sample", "equal weight"} <= set(results["gmv"].index)
+    assert {"FinVAE", "RiskMetrics", "FHS"} <= set(results["var"].index)
+    assert np.isfinite(results["gmv"]["gmv_vol"]).all()
+    assert "exceptions" in capsys.readouterr().out
+
+
+def test_stylized_facts_bench_quick(capsys):
+    pytest.importorskip("arch")
+    result = _load("stylized_facts_bench").main(["--quick"])
+    assert {"FinVAE dynamics", "GARCH-t CCC", "FHS", "block bootstrap"} <= set(result["discriminative"].columns)
+    assert np.isfinite(result["quant"].to_numpy()).all()
+    assert result["coverage"].shape == (6, 4)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -224,17 +223,3 @@ def test_finvae_imports_without_skfolio():
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-
-
-def test_risk_bench_quick(capsys):
-    pytest.importorskip("arch")
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "risk_bench.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_risk_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
-    results = bench.main(["--quick", "--n-jobs", "1"])
-    assert {"FinVAE h=21", "sample", "equal weight"} <= set(results["gmv"].index)
-    assert {"FinVAE", "RiskMetrics", "FHS"} <= set(results["var"].index)
-    assert np.isfinite(results["gmv"]["gmv_vol"]).all()
-    assert "exceptions" in capsys.readouterr().out

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -201,16 +197,3 @@ def test_simulate_memory_stays_near_the_output():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 1.5 * paths.nbytes + 10e6
-
-
-def test_stylized_facts_bench_quick(capsys):
-    pytest.importorskip("arch")
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "stylized_facts_bench.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_stylized_facts_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    result = module.main(["--quick"])
-    assert {"FinVAE dynamics", "GARCH-t CCC", "FHS", "block bootstrap"} <= set(result["discriminative"].columns)
-    assert np.isfinite(result["quant"].to_numpy()).all()
-    assert result["coverage"].shape == (6, 4)
