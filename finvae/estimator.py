@@ -879,7 +879,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
     def save(self, path: str | Path) -> Path:
         """Save a fitted model to the folder ``path``: tensors in safetensors, the rest in JSON.
 
-        Loading (:meth:`load`) runs no code from the files: no pickle.
+        Loading (:meth:`load`) runs no code from the files: no pickle. The
+        simulation dynamics (``dynamics_``) are saved too: their pool of real
+        training days makes the file about ``4 * n_days * n_assets * 3`` bytes
+        (1.8 MB for 20 stocks and 30 years).
         """
         check_is_fitted(self)
         path = Path(path)
