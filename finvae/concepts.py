@@ -563,15 +563,20 @@ def _simulated_scenarios(model, history, vector, strengths, weights, kind, n_pat
     levels = [float(q) for q in np.atleast_1d(quantiles)]
     if not all(0 <= q <= 1 for q in levels):
         raise DataError(f"quantiles must lie between 0 and 1; got {levels}.")
+    n_paths = simulation._positive_int(n_paths, "n_paths")
+    states = simulation._states(model, history)  # one pass: the start state, and the dynamics when none are given
+    code, variances = simulation._last_state(model, states)
     if dynamics is None:
-        dynamics = simulation.fit_dynamics(model, history)
+        dynamics = simulation._dynamics(model, *states[:5])
+    codes = np.broadcast_to(code, (n_paths, len(code)))
+    variances = np.broadcast_to(variances[:, None, :], (variances.shape[0], n_paths, variances.shape[1]))
     assets = pd.Index(history.columns, name="asset")
     weights = _weights(weights, assets)
     at = history.index[-1]
     seed = int(np.random.default_rng(random_state).integers(0, 2**32 - 1))
     means, medians, bands, cumulative = [], [], [], []
     for s in strengths:
-        paths = simulation.simulate(model, history, horizon, n_paths, seed, dynamics=dynamics, shift=s * v)
+        paths = simulation.simulate_from_states(model, dynamics, codes, variances, horizon, seed, shift=s * v)
         growth = np.exp(np.cumsum(paths, axis=1, dtype=np.float64)) if kind == "log" \
             else np.cumprod(1 + paths.astype(np.float64), axis=1)
         portfolio = (growth - 1) @ weights.to_numpy()  # (n_paths, horizon)

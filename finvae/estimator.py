@@ -382,6 +382,17 @@ class FinVAE(TransformerMixin, BaseEstimator):
             for halflife in self._vol_halflives()
         ]
 
+    def _next_day_scales(self, values: np.ndarray):
+        """Each EWMA leg as ``(half-life, scale)``, the scale known at each row's close for the day after it.
+
+        One leg at a time (a generator), so that a caller keeps one (n_days, n_assets) leg in memory.
+        """
+        demeaned = np.vstack([values, np.full((1, values.shape[1]), np.nan)])  # carries each EWMA past the last row
+        demeaned -= self.mean_
+        for halflife in self._vol_halflives():
+            yield halflife, ewma_scale(demeaned, halflife=halflife, initial_var=self.scale_**2,
+                                       floor=0.1 * self.scale_)[1:]
+
     def _trailing_scale(self, values: np.ndarray) -> np.ndarray:
         """The scale of the model's inputs: the larger of the EWMA volatilities, day by day and asset by asset."""
         scales = self._trailing_scales(values)

@@ -187,9 +187,8 @@ class _Parts:
         self.f[ends] = decoded.numpy().astype(np.float64)
         self.scored = np.zeros(self.n_days, dtype=bool)
         self.scored[ends] = True
-        # The volatilities for the day after each date: one more (missing) row carries the EWMAs on.
-        extended = np.vstack([values, np.full((1, self.n_assets), np.nan)])
-        scales = [s[1:].astype(np.float64) for s in model._trailing_scales(extended)]
+        # The volatilities for the day after each date.
+        scales = [s.astype(np.float64) for _, s in model._next_day_scales(values)]
         halflives = model._vol_halflives()
         floor = 0.1 * np.asarray(model.scale_, dtype=np.float64)
         if len(scales) == 1:  # one EWMA: the volatility forecast stays flat

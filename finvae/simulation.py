@@ -60,7 +60,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from finvae._exceptions import DataError
 from finvae._validation import check_returns
-from finvae.windows import ewma_scale
 
 __all__ = ["Dynamics", "fit_dynamics", "sample", "simulate", "state_at"]
 
@@ -155,16 +154,11 @@ def _states_of(model, values, scaled, observed, index):
 def _variances_after(model, values, ends) -> np.ndarray:
     """Each EWMA leg's variance after each day of ``ends``: float32, shape (n_legs, len(ends), n_assets).
 
-    The legs of ``FinVAE._trailing_scales``, one at a time to hold one leg in memory. A leg's scale
-    after day t is its scale on day t + 1: one NaN row appended carries the last day's forward.
+    The legs of ``FinVAE._next_day_scales``, one at a time to hold one leg in memory.
     """
-    demeaned = np.vstack([values, np.full((1, values.shape[1]), np.nan)])
-    demeaned -= model.mean_
-    halflives = model._vol_halflives()
-    variances = np.empty((len(halflives), len(ends), values.shape[1]), dtype=np.float32)
-    for i, halflife in enumerate(halflives):
-        leg = ewma_scale(demeaned, halflife=halflife, initial_var=model.scale_**2, floor=0.1 * model.scale_)
-        np.square(leg[ends + 1], out=variances[i])
+    variances = np.empty((len(model._vol_halflives()), len(ends), values.shape[1]), dtype=np.float32)
+    for i, (_, leg) in enumerate(model._next_day_scales(values)):
+        np.square(leg[ends], out=variances[i])
     return variances
 
 
@@ -245,7 +239,12 @@ def state_at(model, returns) -> tuple[np.ndarray, np.ndarray]:
     code : ndarray of shape (latent_dim,)
     variances : ndarray of shape (n_legs, n_assets)
     """
-    ends, mu, _, variances, _, n_days = _states(model, returns)
+    return _last_state(model, _states(model, returns))
+
+
+def _last_state(model, states) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`state_at` from the states of a history (:func:`_states`)."""
+    ends, mu, _, variances, _, n_days = states
     if ends[-1] != n_days - 1:
         raise DataError(
             f"the last date of returns has no code: fewer than {model.min_coverage:.0%} of the assets are observed "
@@ -358,9 +357,10 @@ def simulate(model, returns, horizon: int = 20, n_paths: int = 1000, random_stat
     """
     horizon = _positive_int(horizon, "horizon")
     n_paths = _positive_int(n_paths, "n_paths")
-    code, variances = state_at(model, returns)
+    states = _states(model, returns)  # one pass gives the start state, and the dynamics when none are given
+    code, variances = _last_state(model, states)
     if dynamics is None:
-        dynamics = fit_dynamics(model, returns)
+        dynamics = _dynamics(model, *states[:5])
     if shift is not None:
         shift = np.asarray(shift, dtype=np.float64)
         if shift.shape != (model.latent_dim,):
