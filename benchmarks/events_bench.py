@@ -187,11 +187,12 @@ def draw(returns: pd.DataFrame, events: pd.DataFrame, scores: dict[str, pd.Serie
         for i, date in enumerate(dates):
             ax.axvline(date, color=color, alpha=0.35, lw=0.8,
                        label=f"{'market-wide' if kind == 'market' else 'single-asset'} event" if i == 0 else None)
-    for name, marker, color, offset in (("finvae score", "v", "tab:blue", 1.12), ("  part kl", "^", "tab:green", 0.88)):
+    marks = (("finvae score", "v", "tab:blue", 1.12), ("  part market", "^", "tab:green", 0.88))
+    for name, marker, color, offset in marks:
         score = scores[name].loc[scores[name].index > pd.Timestamp(split)].dropna()
         top = score.index[score.rank(ascending=False, method="first") <= FLAG_LEVEL * len(score)]
         ax.scatter(top, index.loc[top] * offset, marker=marker, s=14, color=color, zorder=3,
-                   label=f"top 2 % days, {'FinVAE score' if name == 'finvae score' else 'its market-wide part (kl)'}")
+                   label=f"top 2 % days, {'FinVAE score' if name == 'finvae score' else 'its market part'}")
     ax.axvline(pd.Timestamp(split), color="k", ls="--", lw=1.0,
                label=f"split {pd.Timestamp(split).date()}: fit before, score after")
     ax.set_title("Real stress events and FinVAE's top-2 % days (fitted before the split, scored after it)")

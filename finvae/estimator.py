@@ -28,7 +28,15 @@ from finvae._persistence import (
 from finvae._validation import check_returns
 from finvae.nn._core import gaussian_kl
 from finvae.nn._returns import ReturnsVAE
-from finvae.scoring import SCORE_PARTS, combine, fit_calibration, part_surprises, raw_parts, threshold
+from finvae.scoring import (
+    SCORE_PARTS,
+    combine,
+    fit_calibration,
+    index_move,
+    part_surprises,
+    raw_parts,
+    threshold,
+)
 from finvae.simulation import dynamics_arrays, dynamics_from_arrays, training_dynamics
 from finvae.training import TrainingConfig, resolve_device, seeded, torch_threads, train_vae
 from finvae.windows import WindowBatches, ewma_scale
@@ -37,11 +45,12 @@ __all__ = ["FinVAE", "elbo_scorer"]
 
 #: Saved models: the ``format`` written by ``FinVAE.save``. Older formats' calibrations do not fit
 #: today's parts; loading them says why (``_OLDER_FORMATS``).
-SAVE_FORMAT = "finvae.FinVAE/4"
+SAVE_FORMAT = "finvae.FinVAE/5"
 _OLDER_FORMATS = {
     "finvae.FinVAE/1": "its residual score part was the mean squared residual",
     "finvae.FinVAE/2": "its KL and single-asset score parts were not relative to their recent levels",
     "finvae.FinVAE/3": "its KL and single-asset score parts were relative to their recent levels",
+    "finvae.FinVAE/4": "its score had a KL part where it now has a market part (KL and index move)",
 }
 #: The entries of ``finvae.json`` that :meth:`FinVAE.load` reads (checked by ``_persistence.check_state``).
 _STATE_KEYS = ("params", "threshold_", "n_features_in_", "feature_names_in_", "calibration_",
@@ -448,22 +457,24 @@ class FinVAE(TransformerMixin, BaseEstimator):
     def _day_statistics(self, values, scaled, observed, ends) -> tuple[np.ndarray, ...]:
         """What the score is made of, for each scored day.
 
-        The KL of its code; its residuals (0 where missing) in units of the
-        model's scale and noise; the same residuals in units of each asset's
-        slow volatility instead (``single``, for single-asset jumps: a sell-off
-        raises every stock's fast volatility within days, and would hide a
-        stock's own jump in that week); and the observed mask.
+        The KL of its code; its equal-weight move in training-volatility units
+        (:func:`finvae.scoring.index_move`); its residuals (0 where missing) in
+        units of the model's scale and noise; the same residuals in units of
+        each asset's slow volatility instead (``single``, for single-asset
+        jumps: a sell-off raises every stock's fast volatility within days, and
+        would hide a stock's own jump in that week); and the observed mask.
         """
         slow_units = self._slow_units(values, ends)  # first: its temporary arrays are gone before decoding
         mu, log_var, decoded = self._encode_decode(scaled, ends)
         kl = gaussian_kl(mu, log_var).numpy().astype(np.float64)
+        moves = index_move(values[ends], observed[ends], self.mean_, self.scale_)
         residual = self._residuals(scaled, observed, ends, decoded)
-        return kl, residual, residual * slow_units, observed[ends]
+        return kl, moves, residual, residual * slow_units, observed[ends]
 
-    def _raw_parts(self, kl: np.ndarray, residual: np.ndarray, single: np.ndarray,
+    def _raw_parts(self, kl: np.ndarray, moves: np.ndarray, residual: np.ndarray, single: np.ndarray,
                    seen: np.ndarray) -> dict[str, np.ndarray]:
-        """The three parts of each day's score, before their calibration (:func:`finvae.scoring.raw_parts`)."""
-        return raw_parts(kl, residual, single, seen, self.asset_calibration_)
+        """The day statistics behind the score, before their calibration (:func:`finvae.scoring.raw_parts`)."""
+        return raw_parts(kl, moves, residual, single, seen, self.asset_calibration_)
 
     def _part_surprises(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return part_surprises(parts, self.calibration_)
@@ -518,10 +529,16 @@ class FinVAE(TransformerMixin, BaseEstimator):
         The window ending on each date is encoded and its last day decoded.
         Three parts are measured on that day (:mod:`finvae.scoring`):
 
-        - ``kl``: the KL divergence of the day's posterior from the prior,
-          large when the day's factors are far from usual: a market-wide
-          shock, the whole cross-section moving far beyond its recent
-          volatility;
+        - ``market``: a market-wide shock, judged twice. Against recent
+          volatility: the KL divergence of the day's posterior from the
+          prior, large when the day's factors move far beyond what this
+          regime makes usual. Against the whole training history: the day's
+          equal-weight move in units of each asset's training volatility.
+          Each becomes a p-value under its training distribution, and the two
+          are joined by Fisher's method (:func:`finvae.scoring.fisher_surprise`),
+          so a day must be surprising on both to rank high: a sell-off in calm
+          times that is ordinary by history, or a large move inside a crisis
+          that the factors expected, ranks lower;
         - ``residual``: how broadly the day's cross-section broke: the 30th
           percentile (``finvae.scoring.BREADTH_QUANTILE``) of the squared
           residuals of its scaled returns, in units of each asset's noise
@@ -537,21 +554,24 @@ class FinVAE(TransformerMixin, BaseEstimator):
           training residuals, since a 6-sigma day means less for a volatile
           stock than for a staple.
 
-        Each part is turned into a surprise in nats, ``-log P(part >= value)``
-        under its training distribution: the empirical one up to its 90th
-        percentile, and beyond it an exponential tail fitted to the top 10 %,
-        so that values larger than any seen in training still rank. For
-        ``kl`` and ``residual`` the tail is exponential in the log of the part
-        (a Pareto tail: these have heavy tails). Each asset's absolute
-        residual gets an exponential tail in the residual itself (a Laplace
-        tail: in units of trailing volatility, a 20-sigma jump is far more
-        surprising than a 10-sigma one, not a little more); their maximum over
-        assets, already in nats, is calibrated once more as a day-level
-        statistic with an exponential tail in its value. The score is the
-        largest of the three surprises: 4.6 means "as rare as the 1 % most
-        extreme training days" on the most extreme part. :meth:`score_parts`
-        gives the three surprises; its ``kl`` column alone is the market-wide
-        signal (benchmarks/events_bench.py measures each on real stress days).
+        Each statistic is turned into a surprise in nats, ``-log P(statistic >=
+        value)`` under its training distribution: the empirical one up to its
+        90th percentile, and beyond it an exponential tail fitted to the top
+        10 %, so that values larger than any seen in training still rank. For
+        the KL, the index move and ``residual`` the tail is exponential in the
+        log of the statistic (a Pareto tail: these have heavy tails). Each
+        asset's absolute residual gets an exponential tail in the residual
+        itself (a Laplace tail: in units of trailing volatility, a 20-sigma
+        jump is far more surprising than a 10-sigma one, not a little more);
+        their maximum over assets, already in nats, is calibrated once more as
+        a day-level statistic with an exponential tail in its value. The score
+        is the largest of the three parts: 4.6 means "about as rare as the 1 %
+        most extreme training days" on the most extreme part. Fisher's method
+        takes the KL and the index move as independent, which they are not: on
+        days surprising on both, the market part reads larger than its
+        training frequency, so the score leans towards market-wide stress
+        (benchmarks/events_bench.py measures the score and each part on real
+        stress days; :meth:`score_parts` gives the three parts).
 
         Parameters
         ----------
@@ -570,11 +590,11 @@ class FinVAE(TransformerMixin, BaseEstimator):
         return parts.max(axis=1)
 
     def score_parts(self, X):
-        """The three surprises behind :meth:`score`, one column each (see there).
+        """The three parts behind :meth:`score`, in nats, one column each (see there).
 
         Returns
         -------
-        parts : DataFrame with columns ``kl``, ``residual``, ``max_residual``, or ndarray
+        parts : DataFrame with columns ``market``, ``residual``, ``max_residual``, or ndarray
         """
         values, scaled, observed, ends, index, _ = self._prepare(X)
         surprises = self._part_surprises(self._raw_parts(*self._day_statistics(values, scaled, observed, ends)))

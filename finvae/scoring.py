@@ -1,22 +1,27 @@
 """FinVAE's anomaly score: its three parts, their calibration, and the flag threshold.
 
-A fitted :class:`finvae.FinVAE` measures three things on each scored day
+A fitted :class:`finvae.FinVAE` measures four things on each scored day
 (:meth:`finvae.FinVAE._day_statistics`): the KL divergence of the day's code
-from the prior, the day's residuals in units of the model's scale and noise,
-and the same residuals in units of each asset's slow volatility. This module
-turns them into the score:
+from the prior, the day's equal-weight move in units of training volatility,
+the day's residuals in units of the model's scale and noise, and the same
+residuals in units of each asset's slow volatility. This module turns them
+into the score:
 
-- **parts** (:func:`raw_parts`): ``kl``, the day's KL (a market-wide shock
-  moves the factors far from usual); ``residual``, the ``BREADTH_QUANTILE``
-  quantile of the day's squared residuals (a broken cross-section: large only
-  when most assets miss at once); ``max_residual``, the most surprising single
-  asset's residual, each asset judged against its own training history;
-- **calibration** (:func:`fit_calibration`, :func:`part_surprises`): each part
-  becomes a surprise in nats, ``-log P(part >= value)`` under its training
-  distribution, the empirical one up to the ``TAIL_START`` quantile and a
-  fitted exponential (or Pareto) tail beyond, so that values beyond any seen
-  in training still rank;
-- **score** (:func:`combine`): the largest of the three surprises, and
+- **calibration** (:func:`fit_calibration`, :func:`tail_surprise`): each
+  statistic becomes a surprise in nats, ``-log P(statistic >= value)`` under
+  its training distribution, the empirical one up to the ``TAIL_START``
+  quantile and a fitted exponential (or Pareto) tail beyond, so that values
+  beyond any seen in training still rank;
+- **parts** (:func:`part_surprises`): ``market``, a market-wide shock, judged
+  twice: against recent volatility (the KL of the day's code: the factors
+  moved far from usual for this regime) and against the whole training
+  history (the equal-weight move in training-volatility units), the two
+  p-values joined by Fisher's method (:func:`fisher_surprise`); ``residual``,
+  the ``BREADTH_QUANTILE`` quantile of the day's squared residuals (a broken
+  cross-section: large only when most assets miss at once); ``max_residual``,
+  the most surprising single asset's residual, each asset judged against its
+  own training history;
+- **score** (:func:`combine`): the largest of the three parts, and
   **threshold** (:func:`threshold`): the ``1 - contamination`` quantile of the
   training days' scores.
 
@@ -33,9 +38,12 @@ __all__ = [
     "BREADTH_QUANTILE",
     "SCORE_PARTS",
     "TAIL_START",
+    "STATISTICS",
     "combine",
+    "fisher_surprise",
     "fit_calibration",
     "fit_tail",
+    "index_move",
     "part_surprises",
     "raw_parts",
     "squared_quantile",
@@ -43,8 +51,11 @@ __all__ = [
     "threshold",
 ]
 
-#: The parts of the anomaly score, each calibrated on the training period (see ``FinVAE.score``).
-SCORE_PARTS = ("kl", "residual", "max_residual")
+#: The parts of the anomaly score (see ``FinVAE.score``); the score is their largest.
+SCORE_PARTS = ("market", "residual", "max_residual")
+
+#: The day statistics calibrated on the training period; ``market`` joins the first two.
+STATISTICS = ("kl", "index_move", "residual", "max_residual")
 
 #: The residual part is this quantile of a day's squared residuals over its observed assets: it
 #: rises when most assets miss their reconstruction at once (a broken cross-section), and one
@@ -144,14 +155,51 @@ def _asset_surprises(single: np.ndarray, seen: np.ndarray, asset_calibration: li
     return surprise
 
 
-def raw_parts(kl: np.ndarray, residual: np.ndarray, single: np.ndarray, seen: np.ndarray,
-              asset_calibration: list[dict]) -> dict[str, np.ndarray]:
-    """The three parts of each day's score, before their day-level calibration.
+def index_move(values: np.ndarray, observed: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Each day's absolute equal-weight move in training-volatility units: ``|mean_i (r_i - mean_i) / scale_i|``.
+
+    The mean is over the day's observed assets; 0 on a day with none.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.scoring import index_move
+    >>> values = np.array([[-0.02, -0.04], [0.01, -0.01]])
+    >>> index_move(values, np.ones_like(values, bool), np.zeros(2), np.array([0.01, 0.02])).round(6).tolist()
+    [2.0, 0.25]
+    """
+    z = np.where(observed, (np.nan_to_num(values) - mean) / scale, 0.0)
+    return np.abs(z.sum(axis=1) / np.maximum(observed.sum(axis=1), 1))
+
+
+def fisher_surprise(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Fisher's method for two p-values given as surprises ``-log p``: the surprise of their product.
+
+    With ``s = first + second = -log(p1 p2)``, ``P(-log(U1 U2) >= s) = exp(-s) (1 + s)`` for two
+    independent uniform p-values, so the joint surprise is ``s - log(1 + s)``: larger than either
+    alone when both are surprising, smaller than the larger one when only one is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.scoring import fisher_surprise
+    >>> fisher_surprise(np.array([4.6, 4.6, 0.0]), np.array([4.6, 0.0, 0.0])).round(2).tolist()
+    [6.88, 2.88, 0.0]
+    """
+    total = np.asarray(first, dtype=np.float64) + np.asarray(second, dtype=np.float64)
+    return total - np.log1p(total)
+
+
+def raw_parts(kl: np.ndarray, index_moves: np.ndarray, residual: np.ndarray, single: np.ndarray,
+              seen: np.ndarray, asset_calibration: list[dict]) -> dict[str, np.ndarray]:
+    """The day statistics behind the score (one per name in ``STATISTICS``), before their calibration.
 
     Parameters
     ----------
     kl : ndarray of shape (n_days,)
         KL divergence of each day's code from the prior, in nats.
+    index_moves : ndarray of shape (n_days,)
+        Each day's absolute equal-weight move in training-volatility units (:func:`index_move`).
     residual : ndarray of shape (n_days, n_assets)
         Residuals in units of the model's scale and noise, 0 where missing.
     single : ndarray of shape (n_days, n_assets)
@@ -163,45 +211,59 @@ def raw_parts(kl: np.ndarray, residual: np.ndarray, single: np.ndarray, seen: np
 
     Returns
     -------
-    parts : dict of ndarray, one per name in ``SCORE_PARTS``
+    statistics : dict of ndarray, one per name in ``STATISTICS``
     """
     return {
         "kl": np.asarray(kl, dtype=np.float64),
+        "index_move": np.asarray(index_moves, dtype=np.float64),
         "residual": squared_quantile(residual, seen, BREADTH_QUANTILE),
         "max_residual": _asset_surprises(single, seen, asset_calibration).max(axis=1, initial=0.0),
     }
 
 
-def fit_calibration(kl: np.ndarray, residual: np.ndarray, single: np.ndarray,
+def fit_calibration(kl: np.ndarray, index_moves: np.ndarray, residual: np.ndarray, single: np.ndarray,
                     seen: np.ndarray) -> tuple[dict[str, dict], list[dict]]:
-    """The training distributions behind the score: one per part, and one per asset.
+    """The training distributions behind the score: one per day statistic, and one per asset.
 
     Each asset's absolute residual gets an exponential tail in the residual itself (a Laplace tail:
-    in units of volatility, a 20-sigma jump is far more surprising than a 10-sigma one); ``kl`` and
-    ``residual`` get a Pareto tail (heavy tails); ``max_residual``, already in nats, an exponential
-    tail in its value (a Pareto tail on top would squash a 20-sigma jump to little more than a
-    10-sigma one, the log of a log).
+    in units of volatility, a 20-sigma jump is far more surprising than a 10-sigma one); ``kl``,
+    ``index_move`` and ``residual`` get a Pareto tail (heavy tails); ``max_residual``, already in
+    nats, an exponential tail in its value (a Pareto tail on top would squash a 20-sigma jump to
+    little more than a 10-sigma one, the log of a log).
 
     Returns
     -------
     calibration : dict
-        Per part name, :func:`fit_tail` of its training values.
+        Per name in ``STATISTICS``, :func:`fit_tail` of its training values.
     asset_calibration : list of dict
         Per asset, :func:`fit_tail` of its absolute residuals on its observed training days.
     """
     asset_calibration = [fit_tail(np.abs(single[seen[:, i], i]), pareto=False) for i in range(single.shape[1])]
-    parts = raw_parts(kl, residual, single, seen, asset_calibration)
-    calibration = {name: fit_tail(part, pareto=name != "max_residual") for name, part in parts.items()}
+    statistics = raw_parts(kl, index_moves, residual, single, seen, asset_calibration)
+    calibration = {name: fit_tail(value, pareto=name != "max_residual") for name, value in statistics.items()}
     return calibration, asset_calibration
 
 
-def part_surprises(parts: dict[str, np.ndarray], calibration: dict[str, dict]) -> dict[str, np.ndarray]:
-    """Each part as a surprise in nats, ``-log P(part >= value)`` under its training distribution."""
-    return {name: tail_surprise(parts[name], calibration[name]) for name in SCORE_PARTS}
+def part_surprises(statistics: dict[str, np.ndarray], calibration: dict[str, dict]) -> dict[str, np.ndarray]:
+    """The score's parts in nats, one per name in ``SCORE_PARTS``.
+
+    Each statistic becomes its surprise ``-log P(statistic >= value)`` under its training
+    distribution; ``market`` is Fisher's method (:func:`fisher_surprise`) on the surprises of ``kl``
+    and ``index_move``. Fisher's method takes the two as independent. They are not (a large index
+    move also moves the factors), so on a day surprising on both the market part reads larger than
+    its training frequency: the score leans towards market-wide days, by as much as the two views
+    agree, with no weight to set.
+    """
+    surprise = {name: tail_surprise(statistics[name], calibration[name]) for name in STATISTICS}
+    return {
+        "market": fisher_surprise(surprise["kl"], surprise["index_move"]),
+        "residual": surprise["residual"],
+        "max_residual": surprise["max_residual"],
+    }
 
 
 def combine(surprises: dict[str, np.ndarray]) -> np.ndarray:
-    """The score: the largest of the parts' surprises (4.6 nats: as rare as the top 1 % of training days)."""
+    """The score: the largest of the parts (4.6 nats: about as rare as the top 1 % of training days)."""
     return np.max([surprises[name] for name in SCORE_PARTS], axis=0)
 
 

@@ -105,7 +105,7 @@ def events_bench() -> ModuleType:
 def test_events_bench_quick(events_bench, capsys):
     results = events_bench.main(["--quick"])
     (table,) = results["splits"].values()
-    assert {"finvae score", "  part kl", "mahalanobis", "abs_index"} <= set(table)
+    assert {"finvae score", "  part market", "mahalanobis", "abs_index"} <= set(table)
     for row in table.values():
         assert 0.0 <= row["market@2%"] <= row["market@5%"] <= 1.0 and row["n_market"] > 0
     assert "split 2006-12-31" in capsys.readouterr().out

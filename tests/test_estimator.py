@@ -87,7 +87,7 @@ def test_fit_returns_self_and_learns_the_documented_attributes(returns):
     assert list(estimator.history_.columns) == HISTORY_COLUMNS
     assert list(estimator.history_.index) == [1, 2, 3] and estimator.history_.index.name == "epoch"
     assert estimator.mean_.shape == estimator.scale_.shape == (5,)
-    assert set(estimator.calibration_) == {"kl", "residual", "max_residual"}
+    assert set(estimator.calibration_) == {"kl", "index_move", "residual", "max_residual"}
 
 
 def test_outputs_are_aligned_to_the_input_dates(model, returns):
@@ -121,7 +121,7 @@ def test_outputs_are_aligned_to_the_input_dates(model, returns):
     assert ((shares.iloc[n_nan:] >= 0) & (shares.iloc[n_nan:] <= 1)).all().all()
 
     parts = model.score_parts(returns)
-    assert list(parts.columns) == ["kl", "residual", "max_residual"]
+    assert list(parts.columns) == ["market", "residual", "max_residual"]
     pd.testing.assert_series_equal(parts.max(axis=1).rename("score"), scores)
 
     means, variances = model.encode(returns)
@@ -178,7 +178,7 @@ def test_a_pair_of_half_lives_scales_by_the_larger_of_the_two_volatilities(model
 def test_single_asset_residuals_are_measured_in_units_of_the_slow_volatility(model, returns):
     # max_residual: (return - reconstruction) / (slow volatility x noise scale), not the faster leg's.
     values, scaled, observed, ends, _, _ = model._prepare(returns)
-    _, residual, single, seen = model._day_statistics(values, scaled, observed, ends)
+    _, _, residual, single, seen = model._day_statistics(values, scaled, observed, ends)
     slow = copy.deepcopy(model)
     slow.vol_halflife = 60
     noise = model.model_.log_scale.detach().exp().numpy()
@@ -352,6 +352,7 @@ def assert_same_fitted_state(got: FinVAE, expected: FinVAE) -> None:
     ("finvae.FinVAE/1", "older finvae.*mean squared residual.*Fit the model again"),
     ("finvae.FinVAE/2", "older finvae.*KL and single-asset score parts.*Fit the model again"),
     ("finvae.FinVAE/3", "older finvae.*relative to their recent levels.*Fit the model again"),
+    ("finvae.FinVAE/4", "older finvae.*KL part where it now has a market part.*Fit the model again"),
 ])
 def test_load_refuses_a_folder_that_holds_something_else(model, tmp_path, saved_format, message):
     folder = model.save(tmp_path / "model")
@@ -565,14 +566,22 @@ def test_the_residual_part_measures_breadth_so_one_jump_cannot_move_it(model, re
     assert split["residual"] > jumped["residual"] + 3.0
 
 
-def test_the_kl_part_is_the_days_kl_so_a_crisis_keeps_scoring(model):
-    # The market-wide part is the day's KL itself, calibrated: a second day of the same KL
-    # scores as high as the first (no level of the days before it to measure against).
-    kl = np.full(12, 0.5)
-    kl[[8, 9]] = 30.0
+def test_the_market_part_is_the_days_own_statistics_so_a_crisis_keeps_scoring(model):
+    # The market part is the day's KL and index move themselves, calibrated: a second day of the
+    # same shock scores as high as the first (no level of the days before it to measure against).
+    kl, moves = np.full(12, 0.5), np.full(12, 0.1)
+    kl[[8, 9]], moves[[8, 9]] = 30.0, 4.0
     residual, seen = np.zeros((12, 5)), np.ones((12, 5), bool)
-    surprises = model._part_surprises(model._raw_parts(kl, residual, residual, seen))
-    assert surprises["kl"][9] == surprises["kl"][8] > surprises["kl"][7]
+    surprises = model._part_surprises(model._raw_parts(kl, moves, residual, residual, seen))
+    assert surprises["market"][9] == surprises["market"][8] > surprises["market"][7]
+
+
+def test_the_index_move_is_in_units_of_the_training_volatility(model, returns):
+    values, scaled, observed, ends, _, _ = model._prepare(returns)
+    _, moves, _, _, _ = model._day_statistics(values, scaled, observed, ends)
+    train = returns.iloc[:220]  # the model's training rows (the fixture)
+    z = (returns - train.mean()) / train.std(ddof=0)
+    np.testing.assert_allclose(moves, z.mean(axis=1).abs().to_numpy()[ends], rtol=1e-10)
 
 
 def test_each_assets_tail_is_fitted_on_all_its_observed_training_days(returns):
@@ -580,7 +589,7 @@ def test_each_assets_tail_is_fitted_on_all_its_observed_training_days(returns):
     gappy.iloc[180:200, 1] = np.nan  # BBB is missing for 20 days
     fitted = FinVAE(**FAST).fit(gappy)
     values, scaled, observed, ends, _, _ = fitted._prepare(gappy)
-    _, _, single, seen = fitted._day_statistics(values, scaled, observed, ends)
+    _, _, _, single, seen = fitted._day_statistics(values, scaled, observed, ends)
     for i in (0, 1):
         assert fitted.asset_calibration_[i] == fit_tail(np.abs(single[seen[:, i], i]), pareto=False)
     assert seen[:, 1].sum() == seen[:, 0].sum() - 20

@@ -8,9 +8,12 @@ import pytest
 from finvae.scoring import (
     BREADTH_QUANTILE,
     SCORE_PARTS,
+    STATISTICS,
     combine,
+    fisher_surprise,
     fit_calibration,
     fit_tail,
+    index_move,
     part_surprises,
     raw_parts,
     squared_quantile,
@@ -53,18 +56,20 @@ def test_the_parts_each_answer_to_their_own_kind_of_day():
     rng = np.random.default_rng(2)
     n, k = 2_000, 10
     kl = rng.gamma(2.0, 0.5, n)
+    moves = np.abs(rng.normal(size=n)) / np.sqrt(k)
     residual = rng.normal(size=(n, k))
     seen = np.ones((n, k), bool)
-    calibration, assets = fit_calibration(kl, residual, residual, seen)
-    assert set(calibration) == set(SCORE_PARTS) and len(assets) == k
+    calibration, assets = fit_calibration(kl, moves, residual, residual, seen)
+    assert set(calibration) == set(STATISTICS) and len(assets) == k
 
     days = np.repeat(residual[:1] * 0.1, 4, axis=0)  # four calm days, then one shock each
-    day_kl = np.full(4, 1.0)
-    day_kl[1] = 30.0                                  # a market-wide shock: the factors move far
+    day_kl, day_moves = np.full(4, 1.0), np.full(4, 0.1)
+    day_kl[1], day_moves[1] = 30.0, 5.0               # a market-wide shock: the factors and the index move far
     days[2, 0] = 12.0                                 # one asset jumps
     days[3] = 4.0 * np.where(np.arange(k) % 2, 1, -1)  # the cross-section breaks
-    surprises = part_surprises(raw_parts(day_kl, days, days, seen[:4], assets), calibration)
-    assert surprises["kl"].argmax() == 1
+    surprises = part_surprises(raw_parts(day_kl, day_moves, days, days, seen[:4], assets), calibration)
+    assert list(surprises) == list(SCORE_PARTS)
+    assert surprises["market"].argmax() == 1
     assert surprises["max_residual"].argmax() == 2
     assert surprises["residual"].argmax() == 3
     assert surprises["residual"][2] < 2.0  # one stock's jump barely moves the breadth part
@@ -72,10 +77,40 @@ def test_the_parts_each_answer_to_their_own_kind_of_day():
     assert combine(surprises)[1:].min() > 4.6 > combine(surprises)[0]
 
 
+def test_the_market_part_needs_both_views_to_be_surprised():
+    # Fisher's method: surprising on both the KL and the index move ranks above either alone.
+    rng = np.random.default_rng(3)
+    n, k = 2_000, 10
+    calibration, assets = fit_calibration(rng.gamma(2.0, 0.5, n), np.abs(rng.normal(size=n)),
+                                          rng.normal(size=(n, k)), rng.normal(size=(n, k)), np.ones((n, k), bool))
+    kl, moves = np.array([20.0, 20.0, 1.0, 1.0]), np.array([4.0, 0.5, 4.0, 0.5])
+    quiet = np.zeros((4, k))
+    market = part_surprises(raw_parts(kl, moves, quiet, quiet, np.ones((4, k), bool), assets), calibration)["market"]
+    assert market[0] > max(market[1], market[2]) and min(market[1], market[2]) > market[3]
+
+
+def test_fishers_method_is_the_tail_of_the_product_of_two_uniform_p_values():
+    rng = np.random.default_rng(4)
+    product = -np.log(rng.random(200_000)) - np.log(rng.random(200_000))
+    for first, second in [(1.0, 2.0), (3.0, 3.0), (4.6, 0.5)]:
+        expected = -np.log((product >= first + second).mean())
+        assert fisher_surprise(np.array([first]), np.array([second]))[0] == pytest.approx(expected, abs=0.05)
+    assert fisher_surprise(np.zeros(1), np.zeros(1))[0] == 0.0
+
+
+def test_the_index_move_is_the_equal_weight_move_over_the_observed_assets_in_training_units():
+    values = np.array([[0.02, -0.01, np.nan], [np.nan, np.nan, np.nan], [0.03, 0.03, 0.03]])
+    observed = ~np.isnan(values)
+    mean, scale = np.array([0.0, 0.01, 0.0]), np.array([0.01, 0.01, 0.03])
+    np.testing.assert_allclose(index_move(values, observed, mean, scale), [0.0, 0.0, (3.0 + 2.0 + 1.0) / 3])
+    assert index_move(-values[2:], observed[2:], mean, scale)[0] == pytest.approx((3.0 + 4.0 + 1.0) / 3)
+
+
 def test_the_breadth_part_is_a_low_quantile_of_the_squared_residuals():
     residual = np.array([[0.0, 1.0, 2.0, 3.0, 10.0]])
     seen = np.ones_like(residual, bool)
-    part = raw_parts(np.zeros(1), residual, residual, seen, [fit_tail(np.ones(5), pareto=False)] * 5)["residual"]
+    part = raw_parts(np.zeros(1), np.zeros(1), residual, residual, seen,
+                     [fit_tail(np.ones(5), pareto=False)] * 5)["residual"]
     np.testing.assert_allclose(part, np.quantile(residual[0] ** 2, BREADTH_QUANTILE))
 
 
