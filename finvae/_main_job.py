@@ -25,21 +25,19 @@ from finvae.report import write_report
 __all__ = ["MainJobResult", "MarketShockVAE", "format_summary", "run_main_job"]
 
 #: The overlay's settings, and why (docs/main_job.md has every setting tried, and how it did):
-#: - ``signal="market"``: the overlay trades the whole portfolio, so it acts on market-wide
-#:   surprises (the KL part of the score), not on single-stock jumps that a 20-stock portfolio
-#:   barely feels;
-#: - ``vol_halflife=90``: surprise measured against a slow volatility (half-life about four
-#:   months). With a 20-day half-life (FinVAE's default then) the model's volatility catches up
-#:   within days of a shock, flags stop, and the long declines that make a drawdown go unflagged;
+#: - ``signal="score"``: FinVAE's own score and threshold, the flags of ``FinVAE.predict`` (one
+#:   signal). Its market part puts market-wide shocks at the top (benchmarks/events_bench.py);
+#:   ``"market"`` flags on that part alone, ignoring single-stock jumps;
+#: - ``vol_halflife=None``: FinVAE's default volatility (the larger of a 5-day and a 60-day EWMA);
 #: - ``hold=63``: a quarter in which repeated flags keep the portfolio de-risked through a crisis;
 #: - ``exposure_when_flagged=0.5``: half, so that the sharp rebounds inside a crisis are not all missed;
 #: - the threshold flags 1 % of training days (FinVAE's default ``contamination``).
-#: These were chosen on the same 2000-2022 history the README reports: an in-sample choice. 90 is
-#: the middle of the half-lives (60, 90, 120) where holds of 63, 84 and 126 days all met the
-#: drawdown goal, with seeds 0 and 1; 20 and 40 did not at hold 63.
-SIGNALS = ("market", "score")
-DEFAULT_SIGNAL = "market"
-DEFAULT_VOL_HALFLIFE = 90.0
+#: The hold and the exposure were chosen on the same 2000-2022 history the README reports (an
+#: in-sample choice, when the job flagged on the KL part against a 90-day volatility); holds of 63,
+#: 84 and 126 days all met the drawdown goal then, with seeds 0 and 1.
+SIGNALS = ("score", "market")
+DEFAULT_SIGNAL = "score"
+DEFAULT_VOL_HALFLIFE = None
 DEFAULT_HOLD = 63
 DEFAULT_EXPOSURE_WHEN_FLAGGED = 0.5
 DEFAULT_COST_BPS = 5.0
@@ -55,9 +53,9 @@ FIGURES = {
 class MarketShockVAE(FinVAE):
     """FinVAE whose score is the market-wide part of its anomaly score only.
 
-    :meth:`score` returns the ``"kl"`` column of :meth:`FinVAE.score_parts`:
-    how surprising the day's latent factors are under the training
-    distribution, in nats (large on market-wide shocks), without the
+    :meth:`score` returns the ``"market"`` column of :meth:`FinVAE.score_parts`:
+    how surprising the day's latent factors and equal-weight move are under
+    the training distribution, in nats (large on market-wide shocks), without the
     single-asset and cross-section parts, which a whole-portfolio overlay
     barely feels. ``threshold_`` (and so :meth:`predict`) is the
     ``1 - contamination`` quantile of this score on the training dates.
@@ -73,8 +71,8 @@ class MarketShockVAE(FinVAE):
     def score(self, X, y=None):
         parts = self.score_parts(X)
         if isinstance(parts, pd.DataFrame):
-            return parts["kl"].rename("score")
-        return parts[:, SCORE_PARTS.index("kl")]
+            return parts["market"].rename("score")
+        return parts[:, SCORE_PARTS.index("market")]
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ def run_main_job(
     n_jobs: int | None = 2,
     random_state: int | None = 0,
     signal: str = DEFAULT_SIGNAL,
-    vol_halflife: float = DEFAULT_VOL_HALFLIFE,
+    vol_halflife: float | tuple[float, float] | None = DEFAULT_VOL_HALFLIFE,
     hold: int = DEFAULT_HOLD,
     exposure_when_flagged: float = DEFAULT_EXPOSURE_WHEN_FLAGGED,
     cost_bps: float = DEFAULT_COST_BPS,
@@ -143,8 +141,8 @@ def run_main_job(
        period, and out of sample from the first scored date on. Each asset's
        exposures to them are estimated over the scored dates
        (``exposures.csv``, :func:`finvae.factors.exposures`).
-    2. **Walk-forward**: a fresh FinVAE (by default its market-wide part,
-       against a slow volatility: ``signal``, ``vol_halflife``) refitted
+    2. **Walk-forward**: a fresh FinVAE (by default its whole score, the
+       flags of :meth:`FinVAE.predict`: ``signal``, ``vol_halflife``) refitted
        every ``refit_every`` days on all returns before its block (expanding
        window) scores the block out of sample (``scores.csv``, ``flags.csv``,
        :func:`finvae.backtest.walk_forward`).
@@ -184,18 +182,18 @@ def run_main_job(
         Refits run in parallel (FinVAE trains on one thread each).
     random_state : int or None, default=0
         Seed of every FinVAE fit.
-    signal : {"market", "score"}, default="market"
-        What the walk-forward flags on: ``"market"``, the market-wide part of
-        FinVAE's score only (:class:`MarketShockVAE`), which ignores
-        single-stock jumps, or ``"score"``, FinVAE's whole anomaly score
-        (:meth:`FinVAE.predict`'s flags). Either way a date is flagged when its
-        value exceeds the 99th percentile of the training dates' values
+    signal : {"score", "market"}, default="score"
+        What the walk-forward flags on: ``"score"``, FinVAE's anomaly score
+        (:meth:`FinVAE.predict`'s flags), or ``"market"``, its market part
+        only (:class:`MarketShockVAE`), which ignores single-stock jumps and
+        broken cross-sections. Either way a date is flagged when its value
+        exceeds the 99th percentile of the training dates' values
         (``contamination=0.01``).
-    vol_halflife : float, default=90
-        Half-life in days of the trailing volatility that the walk-forward
-        models measure surprise against (FinVAE's ``vol_halflife``). The
-        reference model, for the factors and contributions, keeps FinVAE's
-        default (the larger of a 5-day and a 60-day EWMA).
+    vol_halflife : float, pair of floats or None, default=None
+        The walk-forward models' ``vol_halflife`` (the trailing volatility
+        they measure surprise against); None keeps FinVAE's default, the
+        larger of a 5-day and a 60-day EWMA. The reference model, for the
+        factors and contributions, always keeps the default.
     hold, exposure_when_flagged, cost_bps
         Overlay settings (see :func:`finvae.backtest.anomaly_overlay`).
     figures : bool, default=True
@@ -222,8 +220,8 @@ def run_main_job(
     if signal not in SIGNALS:
         raise ValueError(f"signal must be one of {SIGNALS}; got {signal!r}.")
     # Checked here, not minutes later when the backtest or a refit would find them.
-    if not vol_halflife > 0:
-        raise ValueError(f"vol_halflife must be a number of days > 0; got {vol_halflife!r}.")
+    if vol_halflife is not None:
+        FinVAE(vol_halflife=vol_halflife)._vol_halflives()  # raises ValueError on a bad value
     _check_overlay_settings(hold, exposure_when_flagged, cost_bps)
     if scheduler is not None:
         check_scheduler(scheduler)  # a missing dask or a wrong address is reported now, not after minutes of work
@@ -250,7 +248,7 @@ def run_main_job(
         f"({len(train):,} days), scoring {scored[0].date()} to {scored[-1].date()} ({len(scored):,} days).")
 
     params = dict(window=window, latent_dim=latent_dim, epochs=epochs, random_state=random_state, verbose=0)
-    signal_params = dict(params, vol_halflife=vol_halflife)
+    signal_params = params if vol_halflife is None else dict(params, vol_halflife=vol_halflife)
     estimator = MarketShockVAE(**signal_params) if signal == "market" else FinVAE(**signal_params)
     say("Fitting the reference model (factors and per-asset contributions)...")
     model = FinVAE(**params).fit(train)
@@ -260,7 +258,7 @@ def run_main_job(
 
     n_refits = -(-len(scored) // refit_every)
     say(f"Walk-forward: {n_refits} refits, every {refit_every} days, expanding window, n_jobs={n_jobs}, "
-        f"flagging on the {'market-wide part of the score' if signal == 'market' else 'full score'}...")
+        f"flagging on the {'market part of the score' if signal == 'market' else 'anomaly score'}...")
     with contextlib.nullcontext() if scheduler is None else dask_backend(scheduler):
         wf = walk_forward(estimator, returns, refit_every=refit_every, min_train=min_train, start=scored[0],
                           n_jobs=n_jobs, verbose=verbose, checkpoint_dir=checkpoint_dir)
@@ -308,7 +306,7 @@ def _draw(out: Path, returns: pd.DataFrame, wf: pd.DataFrame, factors: pd.DataFr
     from finvae.plotting import equal_weight_index, plot_asset_contributions, plot_factors, plot_scores
 
     index = equal_weight_index(returns.loc[wf.index])
-    what = "market-shock score (KL part)" if signal == "market" else "anomaly score"
+    what = "market part of the score" if signal == "market" else "anomaly score"
     drawn = {
         "scores": plot_scores(wf["score"], wf["threshold"], wf["flag"], index,
                               title=f"Walk-forward FinVAE {what}, out of sample: threshold and flagged dates, "

@@ -232,6 +232,16 @@ def _between(returns: pd.DataFrame, start, end, path: str) -> pd.DataFrame:
     return chosen
 
 
+def _halflives(days: list[float] | None) -> float | tuple[float, ...] | None:
+    """``--vol-halflife``'s values as FinVAE's ``vol_halflife``: None, one number, or a (fast, slow) pair."""
+    if days is None:
+        return None
+    if len(days) > 2:
+        raise DataError(f"--vol-halflife takes one number of days or two (fast slow); got {len(days)}: "
+                        f"{' '.join(f'{d:g}' for d in days)}.")
+    return days[0] if len(days) == 1 else tuple(days)
+
+
 def _dates(index: pd.Index) -> str:
     return f"{len(index):,} dates, {index[0].date()} to {index[-1].date()}"
 
@@ -445,11 +455,11 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--n-jobs", type=int, default=2, help="refits run in parallel (default: 2)")
     run.add_argument("--seed", type=int, default=0, help="random seed of every fit (default: 0)")
     run.add_argument("--signal", choices=job.SIGNALS, default=job.DEFAULT_SIGNAL,
-                     help="flag on the market-wide part of FinVAE's score ('market') or on the whole score "
-                          "('score'); default: %(default)s")
-    run.add_argument("--vol-halflife", type=_number(float, above=0), default=job.DEFAULT_VOL_HALFLIFE,
-                     help="half-life in days of the volatility the walk-forward models measure surprise against "
-                          "(default: %(default)g)")
+                     help="flag on FinVAE's anomaly score, as predict does ('score'), or on its market part "
+                          "only ('market'); default: %(default)s")
+    run.add_argument("--vol-halflife", type=_number(float, above=0), nargs="+", metavar="DAYS",
+                     help="half-life in days of the volatility the walk-forward models measure surprise against: "
+                          "one number, or two (fast slow) for the larger of two EWMAs (default: FinVAE's 5 60)")
     run.add_argument("--hold", type=_number(int, least=1), default=job.DEFAULT_HOLD,
                      help="days de-risked after each flag (default: %(default)s)")
     run.add_argument("--exposure-when-flagged", type=_number(float, least=0, most=1),
@@ -484,7 +494,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = run_main_job(returns, out_dir=args.out, start=args.start, window=args.window,
                           latent_dim=args.latent_dim, epochs=args.epochs, refit_every=args.refit_every,
                           n_jobs=args.n_jobs, random_state=args.seed, signal=args.signal,
-                          vol_halflife=args.vol_halflife, hold=args.hold,
+                          vol_halflife=_halflives(args.vol_halflife), hold=args.hold,
                           exposure_when_flagged=args.exposure_when_flagged, figures=not args.no_figures,
                           verbose=0 if args.quiet else 1, scheduler=args.scheduler, checkpoint_dir=args.checkpoint)
     print(format_summary(result.summary))

@@ -87,10 +87,10 @@ def test_factors_come_from_a_model_trained_before_the_backtest(job, returns):
     pd.testing.assert_frame_equal(refit.transform(returns), result.factors)
 
 
-def test_market_signal_flags_on_the_kl_part(returns):
+def test_market_signal_flags_on_the_market_part(returns):
     train = returns.loc[:"1999"]
     model = MarketShockVAE(epochs=2, contamination=0.02, random_state=0, verbose=0).fit(train)
-    pd.testing.assert_series_equal(model.score(returns), model.score_parts(returns)["kl"].rename("score"))
+    pd.testing.assert_series_equal(model.score(returns), model.score_parts(returns)["market"].rename("score"))
     # The threshold flags the share `contamination` of the training dates on this score.
     assert model.predict(train).sum() / model.score(train).notna().sum() == pytest.approx(0.02, abs=0.002)
 
@@ -106,8 +106,10 @@ def test_the_walk_forward_signal_model_gets_the_signal_and_its_volatility_half_l
     monkeypatch.setattr(main_job, "walk_forward", spy)
     result = run_main_job(returns, out_dir=tmp_path, signal="score", vol_halflife=30, hold=3,
                           exposure_when_flagged=0.25, figures=False, **TINY)
-    (estimator,) = seen
+    run_main_job(returns, out_dir=tmp_path, signal="market", hold=3, figures=False, **TINY)
+    estimator, market = seen
     assert type(estimator) is main_job.FinVAE and estimator.vol_halflife == 30
+    assert type(market) is MarketShockVAE and market.vol_halflife == FinVAE().vol_halflife  # None: FinVAE's own
     assert result.model.vol_halflife == FinVAE().vol_halflife  # the reference model (factors) keeps the default
     # De-risked days sit at the exposure asked for.
     assert set(result.overlay.positions.round(6).unique()) <= {0.25, 1.0}
@@ -120,7 +122,8 @@ def test_errors_name_the_problem(returns, tmp_path):
         run_main_job(returns, out_dir=tmp_path, signal="vol", **TINY)
     for bad, message in [(dict(hold=0), "hold must be an integer ≥ 1"),
                          (dict(exposure_when_flagged=-0.1), r"exposure_when_flagged must be in \[0, 1\]"),
-                         (dict(vol_halflife=0), "vol_halflife must be a number of days > 0")]:
+                         (dict(vol_halflife=0), "vol_halflife must be a number of days > 0"),
+                         (dict(vol_halflife=(5, 60, 90)), "vol_halflife must be .* or a pair")]:
         with pytest.raises(ValueError, match=message):
             run_main_job(returns, out_dir=tmp_path, **bad, **TINY)
 
@@ -147,7 +150,8 @@ def test_run_without_arguments_uses_the_bundled_sample_and_the_documented_defaul
     assert seen["shape"] == (8312, 20) and seen["first"] == pd.Timestamp("1990-01-03")
     assert seen["out_dir"] == "finvae-output" and seen["start"] == "2000-01-01"
     assert (seen["window"], seen["latent_dim"], seen["refit_every"], seen["n_jobs"]) == (20, 3, 126, 2)
-    assert (seen["signal"], seen["vol_halflife"], seen["random_state"]) == ("market", 90.0, 0)
+    # One signal: the walk-forward flags on FinVAE's own score, with its own volatility.
+    assert (seen["signal"], seen["vol_halflife"], seen["random_state"]) == ("score", None, 0)
     assert (seen["hold"], seen["exposure_when_flagged"]) == (63, 0.5)
     # The command line's defaults are the job's own.
     assert (seen["signal"], seen["vol_halflife"], seen["hold"], seen["exposure_when_flagged"]) == (
@@ -211,3 +215,20 @@ def test_run_rejects_out_of_range_options_before_any_work(option, value, message
         main(["run", option, value])
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_run_takes_one_or_two_volatility_half_lives(monkeypatch, capsys):
+    seen = []
+
+    def fake_job(returns, **kwargs):
+        seen.append(kwargs["vol_halflife"])
+        raise DataError("stop here")
+
+    monkeypatch.setattr(main_job, "run_main_job", fake_job)
+    assert main(["run", "--vol-halflife", "90"]) == 2
+    assert main(["run", "--vol-halflife", "5", "120"]) == 2
+    assert seen == [90.0, (5.0, 120.0)]
+    capsys.readouterr()
+    assert main(["run", "--vol-halflife", "5", "60", "90"]) == 2
+    assert "--vol-halflife takes one number of days or two (fast slow); got 3" in capsys.readouterr().err
+    assert len(seen) == 2  # refused before the job started
