@@ -1,6 +1,6 @@
 """Real market-stress events: does a day score rank the days history remembers?
 
-Run ``python benchmarks/events_bench.py`` (about 2 minutes on 2 busy cores);
+Run ``python benchmarks/events_bench.py`` (under a minute on 2 cores);
 ``--figure docs/events.png`` also draws the equal-weight index with the events
 and the flagged days; ``--splits`` and ``--random-states`` change the protocol;
 ``--quick`` runs a toy size for the tests.
@@ -172,7 +172,7 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def draw(returns: pd.DataFrame, events: pd.DataFrame, scores: dict[str, pd.Series], split, path: Path) -> Path:
-    """The equal-weight index with the events and the top-2 % days of the score and its market-wide part marked."""
+    """The equal-weight index with the events, FinVAE's flags and its top-2 % days marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,15 +187,17 @@ def draw(returns: pd.DataFrame, events: pd.DataFrame, scores: dict[str, pd.Serie
         for i, date in enumerate(dates):
             ax.axvline(date, color=color, alpha=0.35, lw=0.8,
                        label=f"{'market-wide' if kind == 'market' else 'single-asset'} event" if i == 0 else None)
-    marks = (("finvae score", "v", "tab:blue", 1.12), ("  part market", "^", "tab:green", 0.88))
-    for name, marker, color, offset in marks:
-        score = scores[name].loc[scores[name].index > pd.Timestamp(split)].dropna()
-        top = score.index[score.rank(ascending=False, method="first") <= FLAG_LEVEL * len(score)]
-        ax.scatter(top, index.loc[top] * offset, marker=marker, s=14, color=color, zorder=3,
-                   label=f"top 2 % days, {'FinVAE score' if name == 'finvae score' else 'its market part'}")
+    threshold = scores["finvae score"].attrs["threshold"]
+    score = scores["finvae score"].loc[scores["finvae score"].index > pd.Timestamp(split)].dropna()
+    flagged = score.index[score > threshold]
+    top = score.index[score.rank(ascending=False, method="first") <= FLAG_LEVEL * len(score)]
+    ax.scatter(flagged, index.loc[flagged] * 1.12, marker="v", s=14, color="tab:blue", zorder=3,
+               label=f"flagged by predict (score > threshold_): {len(flagged)} days")
+    ax.scatter(top, index.loc[top] * 0.88, marker="^", s=14, color="tab:green", zorder=3,
+               label=f"top 2 % of scored days: {len(top)} days")
     ax.axvline(pd.Timestamp(split), color="k", ls="--", lw=1.0,
                label=f"split {pd.Timestamp(split).date()}: fit before, score after")
-    ax.set_title("Real stress events and FinVAE's top-2 % days (fitted before the split, scored after it)")
+    ax.set_title("Real stress events and FinVAE's flags (fitted before the split, scored after it)")
     ax.legend(loc="upper left", fontsize=8, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
