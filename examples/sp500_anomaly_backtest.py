@@ -6,8 +6,8 @@ On 20 stocks from 1990 to 2022 it
 1. fits a reference FinVAE on 1990-1999 and reads its latent means as risk
    factors, with each stock's exposures to them over 2000-2022;
 2. walks FinVAE forward from 2000: every 126 trading days a fresh model is fitted
-   on all returns before the next block and scores that block out of sample, on
-   the market-wide part of its score, against a slow (90-day half-life) volatility;
+   on all returns before the next block and scores that block out of sample; its
+   flags are those of ``FinVAE.predict`` (the score above its training 99th percentile);
 3. backtests an equal-weight portfolio that halves its exposure for a quarter
    (63 trading days) after each flag, after 5 bps costs, beside buy & hold and a
    volatility target holding the same average exposure;
