@@ -205,8 +205,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
     threshold_ : float
         Score above which :meth:`predict` flags a date.
     calibration_ : dict
-        Per score part, its training distribution (see :meth:`score` and
-        :mod:`finvae.scoring`).
+        Per day statistic behind the score (``kl``, ``index_move``,
+        ``residual``, ``max_residual``), its training distribution (see
+        :meth:`score` and :mod:`finvae.scoring`).
     asset_calibration_ : list of dict
         Per asset, the distribution of its absolute residual, in units of its
         slow volatility, over its observed training days.
