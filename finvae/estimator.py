@@ -468,7 +468,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
         slow_units = self._slow_units(values, ends)  # first: its temporary arrays are gone before decoding
         mu, log_var, decoded = self._encode_decode(scaled, ends)
         kl = gaussian_kl(mu, log_var).numpy().astype(np.float64)
-        moves = index_move(values[ends], observed[ends], self.mean_, self.scale_)
+        moves = np.concatenate([  # in pieces: a copy of every scored day's returns would raise the peak memory
+            index_move(values[part], observed[part], self.mean_, self.scale_)
+            for part in np.array_split(ends, max(1, len(ends) // 256))
+        ])
         residual = self._residuals(scaled, observed, ends, decoded)
         return kl, moves, residual, residual * slow_units, observed[ends]
 
