@@ -20,6 +20,10 @@ then moved into place with :func:`os.replace` (atomic), so a crash leaves
 either the whole file or none. They hold JSON only (no pickle): loading one
 runs no code. A file that cannot be read, or whose key or length does not
 match, is ignored with a warning and its block refitted.
+
+:func:`fit_or_load` does the same for a single fitted model (the main job's
+reference model): saved as a model folder (safetensors + JSON) named by the key
+of its estimator and training data, and loaded instead of refitted on a re-run.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["BlockStore"]
+from finvae._atomic import UMASK, write_text
+
+__all__ = ["BlockStore", "fit_or_load"]
 
 #: Version of the files' layout and of the key's recipe; part of every key.
 FORMAT = 1
@@ -171,7 +177,7 @@ class BlockStore:
             return None
 
     def save(self, key: str, block: tuple[int, int, int], scores: np.ndarray, threshold: float) -> Path:
-        """Write the block's result atomically: a temporary file in the folder, then ``os.replace``."""
+        """Write the block's result atomically (:func:`finvae._atomic.write_text`)."""
         lo, s, e = block
         index = self._index
         document = {
@@ -184,15 +190,58 @@ class BlockStore:
             "threshold": _encode(float(threshold)),
             "scores": [_encode(float(x)) for x in scores],
         }
-        path = self.path(key)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".block-", suffix=".tmp")
+        return write_text(json.dumps(document, allow_nan=False), self.path(key))
+
+
+def fit_or_load(directory, estimator, X: pd.DataFrame):
+    """``clone(estimator).fit(X)``, or the same model saved in ``directory`` by an earlier run.
+
+    The model folder is ``model-<key>``, the key the SHA-256 of the estimator's class
+    and parameters, ``X``'s values, dates, columns and dtypes, and the finvae version.
+    It is written beside its name and then renamed into place, so a crash leaves the
+    whole model or none; loading it runs no code (:meth:`finvae.FinVAE.load`). A folder
+    that cannot be loaded is ignored with a warning and the model refitted.
+
+    Returns
+    -------
+    model : fitted estimator
+    reused : bool
+        True when the model was loaded rather than fitted.
+    """
+    import shutil
+
+    from sklearn.base import clone
+
+    from finvae import __version__
+
+    values = np.ascontiguousarray(X.to_numpy(dtype=np.float64, na_value=np.nan))
+    key = _digest({
+        "format": FORMAT,
+        "finvae": __version__,
+        "estimator": _qualified(estimator),
+        "params": plain(estimator.get_params(deep=True)),
+        "columns": [str(c) for c in X.columns],
+        "dtypes": [str(d) for d in X.dtypes],
+        "values": hashlib.sha256(values).hexdigest(),
+        "dates": hashlib.sha256(pd.util.hash_pandas_object(X.index, index=False).to_numpy()).hexdigest(),
+    })
+    directory = Path(directory)
+    folder = directory / f"model-{key[:32]}"
+    if folder.exists():
         try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                json.dump(document, file, allow_nan=False)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            return type(estimator).load(folder), True
+        except Exception as exc:  # a damaged folder costs a refit, never the run
+            warnings.warn(f"Ignoring the damaged checkpoint {folder} ({exc}); the model is refitted.", stacklevel=2)
+            shutil.rmtree(folder, ignore_errors=True)
+    model = clone(estimator).fit(X)
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=directory))
+    try:
+        model.save(staging)
+        os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp's folder is private; a saved model is an ordinary folder
+        os.replace(staging, folder)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not folder.exists():  # another run may have saved the same model first; otherwise, a real fault
             raise
-        return path
+    return model, False

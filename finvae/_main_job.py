@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finvae._atomic import atomic_path, write_csv
+from finvae._checkpoint import fit_or_load
 from finvae._cluster import check_scheduler, dask_backend
 from finvae._exceptions import DataError
 from finvae.backtest import OverlayResult, _check_overlay_settings, _returns_frame, anomaly_overlay, walk_forward
@@ -205,8 +207,10 @@ def run_main_job(
         walk-forward's refits run on its workers (``n_jobs`` is then theirs).
         Needs ``pip install "finvae[dask]"``. None: on this machine.
     checkpoint_dir : str, Path or None, default=None
-        Folder where the walk-forward saves each finished refit, and from
-        which a re-run resumes (``walk_forward``'s ``checkpoint_dir``).
+        Folder where the reference model (a model folder, safetensors +
+        JSON) and each of the walk-forward's finished refits are saved, and
+        from which a re-run resumes: it loads them instead of fitting again
+        (``walk_forward``'s ``checkpoint_dir``).
 
     Returns
     -------
@@ -250,8 +254,13 @@ def run_main_job(
     params = dict(window=window, latent_dim=latent_dim, epochs=epochs, random_state=random_state, verbose=0)
     signal_params = params if vol_halflife is None else dict(params, vol_halflife=vol_halflife)
     estimator = MarketShockVAE(**signal_params) if signal == "market" else FinVAE(**signal_params)
-    say("Fitting the reference model (factors and per-asset contributions)...")
-    model = FinVAE(**params).fit(train)
+    if checkpoint_dir is None:
+        say("Fitting the reference model (factors and per-asset contributions)...")
+        model = FinVAE(**params).fit(train)
+    else:
+        model, reused = fit_or_load(checkpoint_dir, FinVAE(**params), train)
+        say(f"{'Loaded' if reused else 'Fitted and saved'} the reference model (factors and per-asset "
+            f"contributions) in {checkpoint_dir}.")
     factors = model.transform(returns)
     shares = model.score_assets(returns)
     betas = exposures(returns.loc[scored], factors.loc[scored])
@@ -292,8 +301,7 @@ def run_main_job(
 
 
 def _write(frame: pd.DataFrame, path: Path, index_label: str = "Date") -> Path:
-    frame.to_csv(path, index_label=index_label)
-    return path
+    return write_csv(frame, path, index_label=index_label)
 
 
 def _draw(out: Path, returns: pd.DataFrame, wf: pd.DataFrame, factors: pd.DataFrame, shares: pd.DataFrame,
@@ -322,7 +330,8 @@ def _draw(out: Path, returns: pd.DataFrame, wf: pd.DataFrame, factors: pd.DataFr
     paths = []
     for name, fig in drawn.items():
         path = out / FIGURES[name]
-        fig.savefig(path, dpi=110)
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths

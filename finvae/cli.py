@@ -43,7 +43,9 @@ def _write_prices(prices: pd.DataFrame, out: str) -> None:
     if out == "-":
         prices.to_csv(sys.stdout)
     else:
-        prices.to_csv(out)
+        from finvae._atomic import write_csv
+
+        write_csv(prices, out)
     first, last = prices.index[0].date(), prices.index[-1].date()
     where = "stdout" if out == "-" else out
     print(f"Wrote {len(prices):,} dates × {prices.shape[1]} tickers ({first} to {last}) to {where}.",
@@ -250,14 +252,6 @@ def _dates(index: pd.Index) -> str:
 FIT_INFO = "fit.json"
 
 
-def _umask() -> int:
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 def _check_model_target(folder: Path) -> None:
     """DataError unless ``folder`` is missing, empty, or a model folder (which a new fit may replace)."""
     from finvae._persistence import MODEL_FILES
@@ -273,11 +267,13 @@ def _save_model(model, folder: Path, info: dict) -> None:
     import shutil
     import tempfile
 
+    from finvae._atomic import UMASK
+
     _check_model_target(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; a saved model is an ordinary folder
+        staging.chmod(0o777 & ~UMASK)  # mkdtemp's folder is private; a saved model is an ordinary folder
         model.save(staging)
         (staging / FIT_INFO).write_text(json.dumps(info, indent=1))
         if folder.exists():
@@ -293,23 +289,13 @@ def _save_model(model, folder: Path, info: dict) -> None:
 
 def _write_csv_atomically(table: pd.DataFrame, out: str) -> None:
     """Write ``table`` to a temporary file beside ``out``, then rename it: readers never see half a file."""
-    import os
-    import tempfile
-
     if out == "-":
         table.to_csv(sys.stdout, index_label="Date", float_format="%.6g")
         return
-    target = Path(out)
+    from finvae._atomic import write_csv
+
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(handle, "w", newline="") as file:
-                table.to_csv(file, index_label="Date", float_format="%.6g")
-            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's file is private; the CSV is an ordinary file
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_csv(table, out, index_label="Date", float_format="%.6g")
     except OSError as exc:
         raise DataError(f"Could not write {out}: {exc.strerror or exc}.") from None
 
@@ -472,8 +458,8 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="run the refits on a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
                           '(needs pip install "finvae[dask]"; --n-jobs is then the cluster\'s)')
     run.add_argument("--checkpoint", metavar="DIR",
-                     help="save each finished refit in DIR, and resume from it: a re-run with the same DIR "
-                          "and settings skips the refits already done")
+                     help="save the reference model and each finished refit in DIR, and resume from it: a "
+                          "re-run with the same DIR and settings loads them instead of fitting them again")
     run.set_defaults(func=_cmd_run)
 
 

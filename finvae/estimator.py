@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from finvae._atomic import atomic_path, write_text
 from finvae._exceptions import DataError
 from finvae._persistence import (
     check_model_folder,
@@ -931,8 +931,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
             tensors.update({f"dynamics.{name}": torch.from_numpy(array) for name, array in arrays.items()})
         # Each file is written beside its final name, then renamed over it: a crash mid-save leaves
         # the previous file whole, never a truncated one.
-        save_file(tensors, path / "model.safetensors.partial")
-        os.replace(path / "model.safetensors.partial", path / "model.safetensors")
+        with atomic_path(path / "model.safetensors") as temporary:
+            save_file(tensors, temporary)
         state = {
             "format": SAVE_FORMAT,
             "params": self.get_params(),
@@ -945,8 +945,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             "history_": self.history_.reset_index().to_dict(orient="list"),
             "history_attrs": self.history_.attrs,  # best_epoch
         }
-        (path / "finvae.json.partial").write_text(json.dumps(state, indent=1))
-        os.replace(path / "finvae.json.partial", path / "finvae.json")
+        write_text(json.dumps(state, indent=1), path / "finvae.json")
         return path
 
     @classmethod

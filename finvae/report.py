@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from finvae._atomic import write_text
 
 if TYPE_CHECKING:  # _main_job imports this module
     from finvae._main_job import MainJobResult
@@ -167,7 +167,7 @@ def write_report(result: MainJobResult, out_dir: str | Path, settings: Mapping[s
         f"<title>finvae report: {_e(scored)}</title>\n<style>{_STYLE}</style>\n</head>\n"
         "<body>\n<main>\n" + "\n".join(body) + "\n</main>\n</body>\n</html>\n"
     )
-    return _write_atomically(page, out / REPORT_NAME)
+    return write_text(page, out / REPORT_NAME)
 
 
 # --------------------------------------------------------------------------- sections
@@ -310,16 +310,3 @@ def _files(files: Iterable) -> str:
     return "<p>" + ", ".join(f"<code>{_e(name)}</code>" for name in names) + "</p>"
 
 
-def _write_atomically(text: str, path: Path) -> Path:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's file is private; the report is an ordinary file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

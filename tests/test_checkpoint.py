@@ -222,3 +222,48 @@ def test_an_unusable_checkpoint_folder_is_reported_before_any_fit(tmp_path):
     with pytest.raises(DataError, match="Cannot write to the checkpoint folder"):
         assert fits(lambda: walk_forward(Counted(), market(), checkpoint_dir=a_file / "sub", **FAST)) == 0
     assert LOG["fits"] == 0
+
+
+# ---- fit_or_load: the main job's reference model ----
+
+def _tiny_returns(n_days=120, n_assets=4, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(rng.normal(0, 0.01, (n_days, n_assets)), columns=[f"A{i}" for i in range(n_assets)],
+                        index=pd.bdate_range("2020-01-01", periods=n_days))
+
+
+def test_fit_or_load_saves_once_then_loads_the_same_model(tmp_path, monkeypatch):
+    from finvae import FinVAE
+    from finvae._checkpoint import fit_or_load
+
+    returns = _tiny_returns()
+    estimator = FinVAE(window=5, latent_dim=2, hidden=8, epochs=1, random_state=0, verbose=0)
+    model, reused = fit_or_load(tmp_path, estimator, returns)
+    assert not reused and not hasattr(estimator, "model_")  # fits a clone, as walk_forward does
+    assert [p.name[:6] for p in tmp_path.iterdir()] == ["model-"]  # one model folder, no staging left
+
+    monkeypatch.setattr(FinVAE, "fit", lambda *a, **k: pytest.fail("refitted a saved model"))
+    again, reused = fit_or_load(tmp_path, estimator, returns)
+    assert reused
+    pd.testing.assert_series_equal(again.score(returns), model.score(returns))
+    pd.testing.assert_frame_equal(again.transform(returns), model.transform(returns))
+
+
+def test_fit_or_load_refits_for_other_data_or_settings_and_after_damage(tmp_path):
+    from finvae import FinVAE
+    from finvae._checkpoint import fit_or_load
+
+    returns = _tiny_returns()
+    estimator = FinVAE(window=5, latent_dim=2, hidden=8, epochs=1, random_state=0, verbose=0)
+    fit_or_load(tmp_path, estimator, returns)
+    changed = returns.copy()
+    changed.iloc[3, 1] += 1e-12
+    assert not fit_or_load(tmp_path, estimator, changed)[1]
+    assert not fit_or_load(tmp_path, estimator.set_params(epochs=2), returns)[1]
+    assert len(list(tmp_path.iterdir())) == 3
+
+    for folder in tmp_path.iterdir():  # a damaged model folder costs a refit, never the run
+        (folder / "finvae.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="damaged checkpoint"):
+        assert not fit_or_load(tmp_path, estimator, returns)[1]
+    assert fit_or_load(tmp_path, estimator, returns)[1]  # saved again, whole

@@ -47,6 +47,8 @@ def test_writes_every_table_and_figure(job):
     for name in CSV_FILES + PNG_FILES:
         assert (out / name).stat().st_size > 0, name
     assert (out / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # ...and nothing else: no temporary file is left behind
+    assert sorted(p.name for p in out.iterdir()) == sorted(CSV_FILES + PNG_FILES + ["report.html"])
 
 
 def test_tables_are_aligned_to_the_dates(job, returns):
@@ -113,6 +115,19 @@ def test_the_walk_forward_signal_model_gets_the_signal_and_its_volatility_half_l
     assert result.model.vol_halflife == FinVAE().vol_halflife  # the reference model (factors) keeps the default
     # De-risked days sit at the exposure asked for.
     assert set(result.overlay.positions.round(6).unique()) <= {0.25, 1.0}
+
+
+def test_a_rerun_with_the_checkpoint_folder_fits_nothing_and_writes_the_same_tables(returns, tmp_path, monkeypatch):
+    checkpoint = tmp_path / "checkpoint"
+    first = run_main_job(returns, out_dir=tmp_path / "a", figures=False, checkpoint_dir=checkpoint, random_state=0,
+                         **TINY)
+    monkeypatch.setattr(FinVAE, "fit", lambda *a, **k: pytest.fail("a checkpointed fit was redone"))
+    again = run_main_job(returns, out_dir=tmp_path / "b", figures=False, checkpoint_dir=checkpoint, random_state=0,
+                         **TINY)
+    pd.testing.assert_frame_equal(again.walk_forward, first.walk_forward)
+    pd.testing.assert_frame_equal(again.factors, first.factors)
+    for name in CSV_FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_errors_name_the_problem(returns, tmp_path):

@@ -1,0 +1,48 @@
+"""Atomic writes: a finished file or the previous one, never half a file, and no temporary files left."""
+
+import os
+
+import pandas as pd
+import pytest
+
+from finvae._atomic import UMASK, atomic_path, write_csv, write_text
+
+
+def test_write_text_replaces_the_file_and_leaves_nothing_else(tmp_path):
+    target = tmp_path / "report.html"
+    target.write_text("old")
+    assert write_text("new", target) == target
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~UMASK  # an ordinary file, not mkstemp's private one
+
+
+def test_an_error_mid_write_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "scores.csv"
+    target.write_text("date,score\n2020-01-02,1.0\n")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(target) as temporary:
+            temporary.write_text("date,sc")  # half a file...
+            raise RuntimeError("disk full")  # ...then the writer dies
+    assert target.read_text() == "date,score\n2020-01-02,1.0\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
+
+
+def test_the_temporary_file_keeps_the_suffix_for_writers_that_read_it(tmp_path):
+    with atomic_path(tmp_path / "figure.png") as temporary:
+        assert temporary.suffix == ".png" and temporary.parent == tmp_path and temporary.name.startswith(".")
+        temporary.write_bytes(b"png")
+    assert (tmp_path / "figure.png").read_bytes() == b"png"
+
+
+def test_write_csv_round_trips(tmp_path):
+    frame = pd.DataFrame({"score": [1.5, 2.5]}, index=pd.to_datetime(["2020-01-02", "2020-01-03"]))
+    path = write_csv(frame, tmp_path / "t.csv", index_label="Date")
+    back = pd.read_csv(path, index_col="Date", parse_dates=True)
+    pd.testing.assert_frame_equal(back, frame, check_names=False, check_freq=False)
+
+
+def test_a_missing_folder_is_an_error_not_a_silent_write(tmp_path):
+    with pytest.raises(OSError):
+        write_text("x", tmp_path / "no" / "such" / "file.txt")
+    assert not os.path.exists(tmp_path / "no")
