@@ -45,7 +45,10 @@ def _write_prices(prices: pd.DataFrame, out: str) -> None:
     else:
         from finvae._atomic import write_csv
 
-        write_csv(prices, out)
+        try:
+            write_csv(prices, out)
+        except OSError as exc:
+            raise DataError(f"Could not write {out}: {exc.strerror or exc}.") from None
     first, last = prices.index[0].date(), prices.index[-1].date()
     where = "stdout" if out == "-" else out
     print(f"Wrote {len(prices):,} dates × {prices.shape[1]} tickers ({first} to {last}) to {where}.",

@@ -52,6 +52,14 @@ def test_sample_writes_the_bundled_prices(tmp_path, capsys):
     assert "Wrote 8,313 dates × 20 tickers (1990-01-02 to 2022-12-28)" in capsys.readouterr().err
 
 
+def test_sample_into_a_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    out = tmp_path / "no-such-folder" / "prices.csv"
+    assert main(["data", "sample", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"Could not write {out}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.parent.exists()
+
+
 def test_download_writes_csv_in_order_with_a_progress_bar(tmp_path, capsys, monkeypatch):
     calls: list[str] = []
     monkeypatch.setattr(market, "_yf_download", _stand_in({"AAPL": _path(100, 0), "MSFT": _path(40, 1)}, calls))
