@@ -98,6 +98,22 @@ def _decode(x) -> float:
     return math.nan if x is None else float(x)
 
 
+def writable_folder(directory) -> Path:
+    """``directory`` as a Path, created if missing; :class:`DataError` if it cannot be written to."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=directory, prefix=".probe-", suffix=".tmp")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        from finvae._exceptions import DataError
+
+        raise DataError(f"Cannot write to the checkpoint folder {directory} ({exc.strerror or exc}); "
+                        "pass a folder you can write to.") from None
+    return directory
+
+
 class BlockStore:
     """The checkpoint folder of one walk-forward: keys of its blocks, and their results on disk.
 
@@ -117,18 +133,7 @@ class BlockStore:
     def __init__(self, directory, estimator, returns: pd.DataFrame, contamination: float | None) -> None:
         from finvae import __version__
 
-        self.directory = Path(directory)
-        try:  # checked now, not after the first refit
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, probe = tempfile.mkstemp(dir=self.directory, prefix=".block-", suffix=".tmp")
-            os.close(handle)
-            os.unlink(probe)
-        except OSError as exc:
-            from finvae._exceptions import DataError
-
-            raise DataError(
-                f"Cannot write to the checkpoint folder {self.directory} ({exc}); pass a folder you can write to."
-            ) from exc
+        self.directory = writable_folder(directory)  # checked now, not after the first refit
         self._common = {
             "format": FORMAT,
             "finvae": __version__,
@@ -225,7 +230,7 @@ def fit_or_load(directory, estimator, X: pd.DataFrame):
         "values": hashlib.sha256(values).hexdigest(),
         "dates": hashlib.sha256(pd.util.hash_pandas_object(X.index, index=False).to_numpy()).hexdigest(),
     })
-    directory = Path(directory)
+    directory = writable_folder(directory)
     folder = directory / f"model-{key[:32]}"
     if folder.exists():
         try:
@@ -234,7 +239,6 @@ def fit_or_load(directory, estimator, X: pd.DataFrame):
             warnings.warn(f"Ignoring the damaged checkpoint {folder} ({exc}); the model is refitted.", stacklevel=2)
             shutil.rmtree(folder, ignore_errors=True)
     model = clone(estimator).fit(X)
-    directory.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=directory))
     try:
         model.save(staging)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from finvae._atomic import atomic_path, write_csv
-from finvae._checkpoint import fit_or_load
+from finvae._checkpoint import fit_or_load, writable_folder
 from finvae._cluster import check_scheduler, dask_backend
 from finvae._exceptions import DataError
 from finvae.backtest import OverlayResult, _check_overlay_settings, _returns_frame, anomaly_overlay, walk_forward
@@ -234,7 +234,12 @@ def run_main_job(
     if not isinstance(returns.index, pd.DatetimeIndex):
         raise DataError("returns must be indexed by date (a DatetimeIndex); e.g. load it with load_returns.")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"Cannot create the output folder {out} ({exc.strerror or exc}); pass another --out.") from None
+    if checkpoint_dir is not None:
+        writable_folder(checkpoint_dir)  # now, not after the first fit
 
     def say(message: str) -> None:
         if verbose:

@@ -247,3 +247,16 @@ def test_run_takes_one_or_two_volatility_half_lives(monkeypatch, capsys):
     assert main(["run", "--vol-halflife", "5", "60", "90"]) == 2
     assert "--vol-halflife takes one number of days or two (fast slow); got 3" in capsys.readouterr().err
     assert len(seen) == 2  # refused before the job started
+
+
+@pytest.mark.parametrize("option", ["--out", "--checkpoint"])
+def test_run_into_a_folder_it_cannot_write_is_one_line_and_exit_2_before_any_fit(option, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(FinVAE, "fit", lambda *a, **k: pytest.fail("fitted before checking the folders"))
+    argv = ["run", option, str(blocker / "sub"), "--quiet"]
+    if option == "--checkpoint":
+        argv += ["--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(blocker / "sub") in err and "Traceback" not in err and len(err.splitlines()) == 1
