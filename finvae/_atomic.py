@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["atomic_path", "write_csv", "write_text"]
+__all__ = ["atomic_folder", "atomic_path", "write_csv", "write_text"]
 
 
 def _read_umask() -> int:
@@ -62,6 +63,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A new, empty folder beside ``path`` to fill; it takes ``path``'s place if the block ends without error.
+
+    A folder already at ``path`` is replaced (moved aside, then deleted). On an
+    error the new folder is deleted and ``path`` is untouched. Used for model
+    folders, whose files must be read together.
+    """
+    target = Path(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp's folder is private; the result is an ordinary folder
+        if target.exists():
+            old = staging.with_name(staging.name + ".old")
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

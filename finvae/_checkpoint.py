@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finvae._atomic import UMASK, write_text
+from finvae._atomic import atomic_folder, write_text
 
 __all__ = ["BlockStore", "fit_or_load"]
 
@@ -203,9 +203,11 @@ def fit_or_load(directory, estimator, X: pd.DataFrame):
 
     The model folder is ``model-<key>``, the key the SHA-256 of the estimator's class
     and parameters, ``X``'s values, dates, columns and dtypes, and the finvae version.
-    It is written beside its name and then renamed into place, so a crash leaves the
-    whole model or none; loading it runs no code (:meth:`finvae.FinVAE.load`). A folder
-    that cannot be loaded is ignored with a warning and the model refitted.
+    It is written beside its name and then renamed into place
+    (:func:`finvae._atomic.atomic_folder`), so a crash leaves the whole model or
+    none; loading it runs no code (:meth:`finvae.FinVAE.load`). A folder that
+    cannot be loaded is ignored with a warning, and the model refitted and saved
+    over it.
 
     Returns
     -------
@@ -213,8 +215,6 @@ def fit_or_load(directory, estimator, X: pd.DataFrame):
     reused : bool
         True when the model was loaded rather than fitted.
     """
-    import shutil
-
     from sklearn.base import clone
 
     from finvae import __version__
@@ -237,15 +237,7 @@ def fit_or_load(directory, estimator, X: pd.DataFrame):
             return type(estimator).load(folder), True
         except Exception as exc:  # a damaged folder costs a refit, never the run
             warnings.warn(f"Ignoring the damaged checkpoint {folder} ({exc}); the model is refitted.", stacklevel=2)
-            shutil.rmtree(folder, ignore_errors=True)
     model = clone(estimator).fit(X)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=directory))
-    try:
+    with atomic_folder(folder) as staging:
         model.save(staging)
-        os.chmod(staging, 0o777 & ~UMASK)  # mkdtemp's folder is private; a saved model is an ordinary folder
-        os.replace(staging, folder)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not folder.exists():  # another run may have saved the same model first; otherwise, a real fault
-            raise
     return model, False

@@ -267,25 +267,15 @@ def _check_model_target(folder: Path) -> None:
 def _save_model(model, folder: Path, info: dict) -> None:
     """Save to a new folder beside ``folder``, then swap it in: a crash never leaves half a model there."""
     import json
-    import shutil
-    import tempfile
 
-    from finvae._atomic import UMASK
+    from finvae._atomic import atomic_folder
 
     _check_model_target(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        staging.chmod(0o777 & ~UMASK)  # mkdtemp's folder is private; a saved model is an ordinary folder
-        model.save(staging)
-        (staging / FIT_INFO).write_text(json.dumps(info, indent=1))
-        if folder.exists():
-            old = staging.with_name(staging.name + ".old")
-            folder.rename(old)
-            staging.rename(folder)
-            shutil.rmtree(old)
-        else:
-            staging.rename(folder)
+        with atomic_folder(folder) as staging:
+            model.save(staging)
+            (staging / FIT_INFO).write_text(json.dumps(info, indent=1))
     except OSError as exc:
         raise DataError(f"Could not save the model to {folder}: {exc.strerror or exc}.") from None
 

@@ -46,3 +46,21 @@ def test_a_missing_folder_is_an_error_not_a_silent_write(tmp_path):
     with pytest.raises(OSError):
         write_text("x", tmp_path / "no" / "such" / "file.txt")
     assert not os.path.exists(tmp_path / "no")
+
+
+def test_atomic_folder_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    from finvae._atomic import atomic_folder
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as staging:
+            (staging / "new.json").write_text("half")
+            raise RuntimeError("crash while saving")
+    assert [p.name for p in target.iterdir()] == ["old.json"]
+    with atomic_folder(target) as staging:
+        (staging / "new.json").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging or old folder left
+    assert target.stat().st_mode & 0o777 == 0o777 & ~UMASK
