@@ -253,6 +253,15 @@ def run_main_job(
             "Pass an earlier --start or a longer history."
         )
     train, scored = returns.iloc[:first], returns.index[first:]
+    unseen = train.columns[train.isna().all().to_numpy()]
+    if len(unseen) and len(unseen) < returns.shape[1]:  # a late listing: no history to learn it from yet
+        firsts = ", ".join(f"{c} from {returns[c].first_valid_index().date()}" if returns[c].notna().any()
+                           else f"{c} never" for c in unseen[:5])
+        raise DataError(
+            f"{len(unseen)} asset(s) have no returns before the walk-forward starts on {scored[0].date()}, so no "
+            f"model can learn them: {firsts}{' ...' if len(unseen) > 5 else ''}. Pass a --start (start=) at "
+            "least a few years after their first price, or leave them out."
+        )
     say(f"{returns.shape[1]} assets, {len(returns):,} days; training before {scored[0].date()} "
         f"({len(train):,} days), scoring {scored[0].date()} to {scored[-1].date()} ({len(scored):,} days).")
 

@@ -143,6 +143,14 @@ def test_errors_name_the_problem(returns, tmp_path):
             run_main_job(returns, out_dir=tmp_path, **bad, **TINY)
 
 
+def test_an_asset_listed_after_the_training_years_is_named_with_its_first_date(returns, tmp_path, monkeypatch):
+    late = returns.copy()
+    late.loc[:"2000-06-30", "MSFT"] = float("nan")
+    monkeypatch.setattr(FinVAE, "fit", lambda *a, **k: pytest.fail("fitted before the check"))
+    with pytest.raises(DataError, match=r"before the walk-forward starts on 2000-01-03.*MSFT from 2000-07-03"):
+        run_main_job(late, out_dir=tmp_path, **TINY)
+
+
 def test_format_summary_prints_percentages_and_the_period(job):
     result, _ = job
     text = format_summary(result.summary)
