@@ -645,10 +645,10 @@ def _read_cache(path: Path, ticker: str) -> pd.Series | None:
 
 
 def _write_cache(path: Path, series: pd.Series) -> None:
+    from finvae._atomic import write_csv
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.part")
-    series.rename_axis("Date").to_csv(partial)
-    os.replace(partial, path)  # atomic: a reader never sees a half-written file
+    write_csv(series.rename_axis("Date"), path)  # atomic: a reader never sees a half-written file
 
 
 def _parse_date(value, name: str) -> pd.Timestamp | None:
