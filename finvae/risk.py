@@ -80,6 +80,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 from scipy.stats import chi2
+from sklearn.utils.validation import check_is_fitted
 
 from finvae._exceptions import DataError
 from finvae.windows import trailing_ewma
@@ -134,7 +135,7 @@ def _check_weights(weights, model, n_assets: int) -> np.ndarray:
             raise DataError(
                 f"weights must have one entry per asset of the model; missing {missing[:5]}, unexpected {extra[:5]}"
                 + (" (duplicate names)" if not missing and not extra else "")
-                + ". Pass a Series indexed by model.feature_names_in_."
+                + ". Pass a Series indexed by model.asset_names_."
             )
         weights = weights.set_axis(given).reindex(names)
     try:
@@ -161,7 +162,16 @@ def _positions(index, dates, n_days: int) -> np.ndarray:
         if positions.size and (positions.min() < 0 or positions.max() >= n_days):
             raise DataError(f"dates must be row positions 0 .. {n_days - 1} for array input.")
         return positions
-    wanted = pd.DatetimeIndex(dates) if not isinstance(dates, pd.Index) else dates
+    if isinstance(dates, str) or not np.iterable(dates):  # one date
+        dates = [dates]
+    wanted = dates if isinstance(dates, pd.Index) else pd.Index(list(dates))
+    if isinstance(index, pd.DatetimeIndex) and not isinstance(wanted, pd.DatetimeIndex):
+        try:  # strings or datetimes, read in X's time zone when they carry none
+            wanted = pd.DatetimeIndex(pd.to_datetime(wanted))
+        except (TypeError, ValueError) as error:
+            raise DataError(f"dates must be dates of X (its index is dates); {error}.") from None
+    if isinstance(index, pd.DatetimeIndex) and index.tz is not None and wanted.tz is None:
+        wanted = wanted.tz_localize(index.tz)
     positions = index.get_indexer(wanted)
     if (positions < 0).any():
         missing = list(wanted[positions < 0][:3])
@@ -342,6 +352,7 @@ def covariance(model, X, *, horizon: int = 1) -> pd.DataFrame | np.ndarray:
 
 def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.ndarray, pd.Index | None]:
     """VaR and ES (positive losses) of each date, by filtered historical simulation."""
+    check_is_fitted(model)
     alpha, horizon = _check_alpha(alpha), _check_horizon(horizon)
     w = _check_weights(weights, model, int(model.n_features_in_))
     parts = _Parts(model, X)

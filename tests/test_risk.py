@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from finvae import DataError, FinVAE
 from finvae.risk import (
@@ -76,6 +77,7 @@ def test_the_sibling_gives_every_date_and_matches_the_single_date_method(model, 
     assert covs.loc[returns.index[30]].notna().all().all()
 
 
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")  # array input on purpose
 def test_array_input_gives_arrays_with_the_same_numbers(model, returns):
     got = covariance(model, returns.to_numpy(), horizon=2)
     np.testing.assert_allclose(got, model.covariance(returns, horizon=2).to_numpy())
@@ -133,6 +135,7 @@ def test_var_grows_with_the_horizon_and_the_confidence(model, returns):
     assert (model.value_at_risk(returns, alpha=0.01)[late] >= model.value_at_risk(returns, alpha=0.05)[late]).all()
 
 
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")  # array input on purpose
 def test_weights_by_name_in_any_order_equal_weights_by_position(model, returns):
     weights = pd.Series([0.4, 0.3, 0.2, 0.1, 0.0], index=ASSETS)
     by_name = model.value_at_risk(returns, weights=weights.iloc[::-1])
@@ -223,3 +226,22 @@ def test_finvae_imports_without_skfolio():
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_risk_of_an_unfitted_model_is_not_fitted_error(returns):
+    for forecast in (value_at_risk, expected_shortfall, tail_risk):
+        with pytest.raises(NotFittedError):
+            forecast(FinVAE(), returns)
+
+
+def test_forecast_dates_as_one_string_or_in_a_time_zone(model, returns):
+    day = returns.index[300]
+    expected = covariance_forecasts(model, returns, dates=[day])
+    one = covariance_forecasts(model, returns, dates=str(day.date()))
+    np.testing.assert_array_equal(one.to_numpy(), expected.to_numpy())
+    in_utc = covariance_forecasts(model, returns.tz_localize("UTC"), dates=[str(day.date())])
+    np.testing.assert_array_equal(in_utc.to_numpy(), expected.to_numpy())
+    positions = covariance_forecasts(model, returns.reset_index(drop=True), dates=[300])
+    np.testing.assert_array_equal(positions.to_numpy(), expected.to_numpy())
+    with pytest.raises(DataError, match="not dates of X"):
+        covariance_forecasts(model, returns, dates=["1999-01-04"])
