@@ -22,7 +22,7 @@ from finvae._exceptions import DataError
 
 __all__ = [
     "check_int", "check_keys", "check_model_folder", "check_number", "check_params", "check_state", "check_state_dict",
-    "check_vectors", "read_json", "read_tensors",
+    "check_tail", "check_vectors", "read_json", "read_tensors",
 ]
 
 #: What a folder written by ``FinVAE.save`` holds.
@@ -171,11 +171,25 @@ def check_params(cls: type, params, file: str | Path) -> dict:
     return params
 
 
+def check_tail(entry, name: str, grid_length: int, file: str | Path) -> None:
+    """DataError naming ``file`` unless ``entry`` is a tail calibration: a ``grid`` of ``grid_length`` finite
+    numbers in rising order and a finite, positive ``rate`` (what :func:`finvae.scoring.fit_tail` writes)."""
+    grid = entry.get("grid") if isinstance(entry, dict) else None
+    ok = (isinstance(grid, list) and len(grid) == grid_length
+          and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in grid)
+          and all(a <= b for a, b in zip(grid, grid[1:], strict=False)))
+    rate = entry.get("rate") if isinstance(entry, dict) else None
+    if not ok or isinstance(rate, bool) or not isinstance(rate, int | float) or not (math.isfinite(rate) and rate > 0):
+        raise DataError(f"{file}: the calibration {name!r} must be an object with a rising 'grid' of {grid_length} "
+                        f"numbers and a positive 'rate'. {_REFIT}")
+
+
 def check_state(state: Mapping, required_keys: Iterable[str], file: str | Path) -> None:
     """DataError naming ``file`` unless ``state`` has ``required_keys`` and its common entries have usable types.
 
     Checks, where present: ``n_features_in_`` (an integer >= 1),
-    ``feature_names_in_`` (null or that many strings), ``threshold_`` (a
+    ``feature_names_in_`` (null or that many strings), ``asset_names_`` (null or that
+    many labels), ``threshold_`` (a
     finite number), ``calibration_`` (an object),
     ``asset_calibration_`` (a list of one entry per asset) and ``history_``
     (an object with an ``epoch`` column).
@@ -186,6 +200,10 @@ def check_state(state: Mapping, required_keys: Iterable[str], file: str | Path) 
     if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)
                                   and (n is None or len(names) == n)):
         raise DataError(f"{file}: 'feature_names_in_' must be null or a list of {n} asset names. {_REFIT}")
+    labels = state.get("asset_names_")
+    if labels is not None and not (isinstance(labels, list) and (n is None or len(labels) == n) and all(
+            isinstance(label, str | int | list) and not isinstance(label, bool) for label in labels)):
+        raise DataError(f"{file}: 'asset_names_' must be null or a list of {n} asset labels. {_REFIT}")
     if "threshold_" in state:
         check_number(state["threshold_"], "threshold_", file)
     if "calibration_" in state and not isinstance(state["calibration_"], dict):

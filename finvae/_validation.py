@@ -48,6 +48,16 @@ def check_returns(X, *, window: int, what: str = "returns") -> tuple[np.ndarray,
                 f"(dtype {X[bad[0]].dtype}). Drop them or convert with pd.to_numeric."
             )
         index, columns = X.index, X.columns
+        if columns.has_duplicates:
+            raise DataError(
+                f"{what} has duplicate column names: {_first(columns[columns.duplicated()].unique())}. "
+                "Give each asset one column, e.g. returns.loc[:, ~returns.columns.duplicated()]."
+            )
+        if index.hasnans:
+            raise DataError(
+                f"{what} has {int(index.isna().sum())} missing date(s) (NaT) in its index, the first at row "
+                f"{int(np.flatnonzero(index.isna())[0])}. Drop those rows, e.g. returns[returns.index.notna()]."
+            )
         if index.has_duplicates:
             raise DataError(
                 f"{what} has duplicate dates: {_first(index[index.duplicated()].unique())}. "

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as save_tensors
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -21,6 +23,7 @@ from finvae._persistence import (
     check_params,
     check_state,
     check_state_dict,
+    check_tail,
     check_vectors,
     read_json,
     read_tensors,
@@ -29,7 +32,9 @@ from finvae._validation import check_returns
 from finvae.nn._core import gaussian_kl
 from finvae.nn._returns import ReturnsVAE
 from finvae.scoring import (
+    _PROBS,
     SCORE_PARTS,
+    STATISTICS,
     combine,
     fit_calibration,
     index_move,
@@ -220,7 +225,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
     n_features_in_ : int
         Number of assets seen at fit.
     feature_names_in_ : ndarray of str
-        Asset names seen at fit (DataFrame input only).
+        Asset names seen at fit (DataFrame input with string column names only: scikit-learn's rule).
+    asset_names_ : ndarray of object
+        The column labels seen at fit, whatever their type (strings, integer ids such as PERMNOs, tuples);
+        DataFrame input only. Columns given later must match them, in the same order.
 
     Notes
     -----
@@ -311,9 +319,16 @@ class FinVAE(TransformerMixin, BaseEstimator):
         -------
         self : FinVAE
         """
-        values, index, _ = check_returns(X, window=self.window)
+        if isinstance(X, pd.Series):  # one asset: a one-column frame, so that sklearn records it as one feature
+            X = X.to_frame()
+        values, index, columns = check_returns(X, window=self.window)
         validate_data(self, X, reset=True, skip_check_array=True)
         self._vol_halflives()  # a pair must hold two positive numbers
+        device = str(resolve_device(self.device))  # a device this torch cannot use fails here, before any work
+        if columns is not None:
+            self.asset_names_ = _asset_labels(columns)
+        elif hasattr(self, "asset_names_"):  # a refit on an array: no names
+            del self.asset_names_
         self.mean_ = np.nanmean(values, axis=0)
         self.scale_ = np.nanstd(values, axis=0)
         flat = np.flatnonzero(~(self.scale_ > 0))
@@ -342,7 +357,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             validation_fraction=self.validation_fraction if len(ends) >= 10 * per_example else 0.0,
             split="last",  # validate on the latest windows, after the ones trained on
             patience=self.patience,
-            device=str(resolve_device(self.device)),
+            device=device,
             seed=seed,
             verbose=self.verbose,
         )
@@ -365,8 +380,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------ internals
 
     def _asset_names(self) -> np.ndarray:
-        names = getattr(self, "feature_names_in_", None)
-        return np.asarray(names) if names is not None else np.arange(self.n_features_in_)
+        names = getattr(self, "asset_names_", getattr(self, "feature_names_in_", None))
+        return np.asarray(names, dtype=object) if names is not None else np.arange(self.n_features_in_)
 
     def _scale(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Scaled returns (float32, 0 where missing, not clipped) and the mask of observed values."""
@@ -488,16 +503,18 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
     def _prepare(self, X):
         check_is_fitted(self)
+        if isinstance(X, pd.Series):
+            X = X.to_frame()
         values, index, columns = check_returns(X, window=self.window)
         self._check_columns(columns, values.shape[1])
         scaled, observed = self._scale(values)
         return values, scaled, observed, self._scored_ends(observed), index, columns
 
     def _check_columns(self, columns, n_features: int) -> None:
-        fitted = getattr(self, "feature_names_in_", None)
+        fitted = getattr(self, "asset_names_", getattr(self, "feature_names_in_", None))
         if columns is not None and fitted is not None:
-            names = [str(c) for c in columns]
-            if names != list(fitted):
+            names, fitted = [str(c) for c in columns], [str(c) for c in fitted]
+            if names != fitted:
                 missing = [c for c in fitted if c not in set(names)]
                 extra = [c for c in names if c not in set(fitted)]
                 detail = "; ".join(
@@ -506,8 +523,12 @@ class FinVAE(TransformerMixin, BaseEstimator):
                 raise DataError(
                     "the assets differ from those seen at fit: "
                     + (detail or "the same assets in another order")
-                    + ". Pass returns[model.feature_names_in_], or refit on the new assets."
+                    + ". Pass returns[model.asset_names_], or refit on the new assets."
                 )
+        elif columns is None and fitted is not None and n_features == self.n_features_in_:
+            warnings.warn(  # scikit-learn's warning: an array cannot say its columns are in the fitted order
+                f"X does not have valid feature names, but {type(self).__name__} was fitted with feature names: "
+                "the array's columns are taken to be in the order of model.asset_names_.", UserWarning, stacklevel=4)
         elif n_features != self.n_features_in_:
             raise DataError(
                 f"X has {n_features} features, but FinVAE is expecting {self.n_features_in_} features as input: "
@@ -774,6 +795,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
             return simulation.sample(self, n, random_state, returns=returns,
                                      dynamics=None if dynamics is True else dynamics, noise=noise)
+        from finvae.simulation import _positive_int
+
+        n = _positive_int(n, "n")
         with seeded(_seed(random_state) if random_state is not None else None), torch.no_grad():
             z = torch.randn(n, self.window, self.latent_dim)
             decoded = self.model_.decode(z)
@@ -921,7 +945,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not path.is_dir():
+            raise DataError(f"{path} is a file; FinVAE.save writes a folder. Pass a folder's path.")
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
         tensors["mean_"] = torch.from_numpy(self.mean_)
         tensors["scale_"] = torch.from_numpy(self.scale_)
@@ -929,23 +954,30 @@ class FinVAE(TransformerMixin, BaseEstimator):
         if getattr(self, "dynamics_", None) is not None:
             arrays, dynamics_dates = dynamics_arrays(self.dynamics_)
             tensors.update({f"dynamics.{name}": torch.from_numpy(array) for name, array in arrays.items()})
-        # Each file is written beside its final name, then renamed over it: a crash mid-save leaves
-        # the previous file whole, never a truncated one.
-        with atomic_path(path / "model.safetensors") as temporary:
-            save_file(tensors, temporary)
+        # Everything is serialised before any file is touched, so an error leaves a previous save whole. Each
+        # file is written beside its final name, then renamed over it (never half a file); the JSON names the
+        # tensors file's hash, so that a crash between the two renames is caught at load, not read as one model.
+        payload = save_tensors(tensors)
         state = {
             "format": SAVE_FORMAT,
+            "tensors_sha256": hashlib.sha256(payload).hexdigest(),
             "params": self.get_params(),
             "threshold_": self.threshold_,
             "n_features_in_": self.n_features_in_,
             "feature_names_in_": None if not hasattr(self, "feature_names_in_") else list(self.feature_names_in_),
+            "asset_names_": None if not hasattr(self, "asset_names_") else [
+                list(label) if isinstance(label, tuple) else label for label in self.asset_names_],
             "calibration_": self.calibration_,
             "asset_calibration_": self.asset_calibration_,
             "dynamics_dates": dynamics_dates,
             "history_": self.history_.reset_index().to_dict(orient="list"),
             "history_attrs": self.history_.attrs,  # best_epoch
         }
-        write_text(json.dumps(state, indent=1), path / "finvae.json")
+        text = json.dumps(state, indent=1, default=_json_value)
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / "model.safetensors") as temporary:
+            temporary.write_bytes(payload)
+        write_text(text, path / "finvae.json")
         return path
 
     @classmethod
@@ -976,6 +1008,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
         model.n_features_in_ = state["n_features_in_"]
         if state["feature_names_in_"] is not None:
             model.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
+        if state.get("asset_names_") is not None:  # absent in folders saved before it existed
+            model.asset_names_ = np.empty(model.n_features_in_, dtype=object)
+            model.asset_names_[:] = [tuple(label) if isinstance(label, list) else label
+                                     for label in state["asset_names_"]]
         dynamics = {name.removeprefix("dynamics."): tensors.pop(name).numpy()
                     for name in [name for name in tensors if name.startswith("dynamics.")]}
         model.dynamics_ = None
@@ -990,11 +1026,54 @@ class FinVAE(TransformerMixin, BaseEstimator):
         model.model_.load_state_dict(tensors)
         model.model_.eval()
         model.threshold_ = state["threshold_"]
+        json_file = path / "finvae.json"
+        for name in STATISTICS:
+            check_tail(state["calibration_"].get(name), f"calibration_.{name}", len(_PROBS), json_file)
+        for i, entry in enumerate(state["asset_calibration_"]):
+            check_tail(entry, f"asset_calibration_[{i}]", len(_PROBS), json_file)
         model.calibration_ = state["calibration_"]
         model.asset_calibration_ = state["asset_calibration_"]
-        model.history_ = pd.DataFrame(state["history_"]).set_index("epoch")
+        try:
+            model.history_ = pd.DataFrame(state["history_"]).set_index("epoch")
+        except (ValueError, TypeError) as error:
+            raise DataError(f"{json_file}: 'history_' is not a table of equal-length columns ({error}). "
+                            "Fit the model again and save it.") from None
         model.history_.attrs.update(state.get("history_attrs", {}))
+        # Last, so that a damaged file gets the more precise errors above.
+        if "tensors_sha256" in state and \
+                hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest() != state["tensors_sha256"]:
+            raise DataError(f"{path}: model.safetensors and finvae.json come from different saves (a save was "
+                            "interrupted, or one file was copied from another model). Fit the model again and save it.")
         return model
+
+
+def _json_value(value):
+    """JSON for what ``json`` cannot write: numpy numbers (e.g. a grid search's parameters) and a RandomState."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.random.RandomState):
+        warnings.warn("random_state is a RandomState instance, which cannot be saved as JSON: it is saved as None. "
+                      "The fitted model is saved whole; only a refit of the loaded one would draw other numbers.",
+                      UserWarning, stacklevel=4)
+        return None
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _asset_labels(columns: pd.Index) -> np.ndarray:
+    """Column labels as JSON-friendly values: strings and integers as they are, tuples as tuples, others as strings."""
+    def plain(label):
+        if isinstance(label, str | bool):
+            return str(label)
+        if isinstance(label, Integral):
+            return int(label)
+        if isinstance(label, tuple):
+            return tuple(plain(part) for part in label)
+        return str(label)
+    labels = np.empty(len(columns), dtype=object)
+    labels[:] = [plain(label) for label in columns]
+    return labels
 
 
 def elbo_scorer(estimator: FinVAE, X, y=None) -> float:

@@ -112,14 +112,36 @@ def dynamics_arrays(dynamics: Dynamics) -> tuple[dict[str, np.ndarray], list]:
     """The arrays of ``dynamics`` (booleans as uint8) and its dates as JSON values, for saving without pickle."""
     arrays = {name: np.ascontiguousarray(getattr(dynamics, name), dtype=np.uint8 if dtype is np.bool_ else dtype)
               for name, dtype in _ARRAYS.items()}
-    dates = dynamics.dates
-    return arrays, [d.isoformat() for d in dates] if isinstance(dates, pd.DatetimeIndex) else [int(d) for d in dates]
+    return arrays, dates_to_json(dynamics.dates)
 
 
-def dynamics_from_arrays(arrays: dict[str, np.ndarray], dates: list) -> Dynamics:
+def dynamics_from_arrays(arrays: dict[str, np.ndarray], dates: list | dict) -> Dynamics:
     """The inverse of :func:`dynamics_arrays`."""
-    index = pd.DatetimeIndex(dates) if dates and isinstance(dates[0], str) else pd.Index(dates, dtype=np.int64)
+    index = dates_from_json(dates)
     return Dynamics(**{name: np.asarray(arrays[name]).astype(dtype) for name, dtype in _ARRAYS.items()}, dates=index)
+
+
+def dates_to_json(dates: pd.Index) -> list | dict:
+    """An index of dates as JSON: ISO strings; tz-aware ones in UTC with the zone's name (a zone with summer
+    time has two offsets, which one parse cannot mix); any other index (positions, string labels) as its labels."""
+    if isinstance(dates, pd.DatetimeIndex):
+        if dates.tz is None:
+            return [d.isoformat() for d in dates]
+        return {"utc": [d.isoformat() for d in dates.tz_convert("UTC").tz_localize(None)], "tz": str(dates.tz)}
+    return {"labels": [d.item() if isinstance(d, np.generic) else d for d in dates]}
+
+
+def dates_from_json(dates: list | dict) -> pd.Index:
+    """The inverse of :func:`dates_to_json` (a list of integers: positions, as saved before labels were kept)."""
+    if isinstance(dates, dict) and "utc" in dates:
+        index = pd.DatetimeIndex(dates["utc"]).tz_localize("UTC")
+        try:
+            return index.tz_convert(dates["tz"])
+        except (TypeError, ValueError, KeyError):  # a zone this machine does not know: the same instants, in UTC
+            return index
+    if isinstance(dates, dict):
+        return pd.Index(dates["labels"])
+    return pd.DatetimeIndex(dates) if dates and isinstance(dates[0], str) else pd.Index(dates, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- states and fitting

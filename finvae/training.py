@@ -128,14 +128,36 @@ class TrainingConfig:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → cuda if available, then Apple's mps, then cpu; else ``torch.device(device)``."""
+    """``"auto"`` → cuda if available, then Apple's mps, then cpu; else ``torch.device(device)``.
+
+    A device that this torch cannot use (a typo, or ``"cuda"`` on a CPU-only build) is a ValueError
+    naming it and the devices that are available here.
+    """
     if str(device) != "auto":
-        return torch.device(device)
+        try:
+            resolved = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps' "
+                             f"(available here: {', '.join(_available_devices())}).") from None
+        if resolved.type not in ("cpu", "meta") and resolved.type not in _available_devices():
+            raise ValueError(f"device={device!r}, but this torch cannot use {resolved.type} "
+                             f"(available here: {', '.join(_available_devices())}). Pass device='auto' or 'cpu'.")
+        return resolved
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _available_devices() -> list[str]:
+    """The torch device types that work on this machine."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:

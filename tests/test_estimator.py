@@ -131,7 +131,8 @@ def test_outputs_are_aligned_to_the_input_dates(model, returns):
 
 def test_numpy_in_numpy_out_with_the_same_numbers(model, returns):
     frame_out = _outputs(model, returns)
-    array_out = _outputs(model, returns.to_numpy())
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):  # scikit-learn's warning
+        array_out = _outputs(model, returns.to_numpy())
     for name, expected in frame_out.items():
         got = array_out[name]
         assert isinstance(got, np.ndarray), name
@@ -143,6 +144,7 @@ def test_numpy_in_numpy_out_with_the_same_numbers(model, returns):
 def test_a_model_fitted_on_an_array_has_no_feature_names(returns):
     estimator = FinVAE(**FAST).fit(returns.to_numpy()[:150])
     assert estimator.n_features_in_ == 5 and not hasattr(estimator, "feature_names_in_")
+    assert not hasattr(estimator, "asset_names_")
     scores = estimator.score(returns.to_numpy())
     assert scores.shape == (300,) and np.isnan(scores[: WINDOW - 1]).all()
     pd.testing.assert_series_equal(  # a DataFrame then still gets dates back
@@ -362,6 +364,51 @@ def test_load_refuses_a_folder_that_holds_something_else(model, tmp_path, saved_
         FinVAE.load(folder)
 
 
+@pytest.mark.parametrize("dates", ["America/New_York", "strings"])
+def test_save_and_load_keep_dates_in_a_time_zone_with_summer_time_or_as_strings(returns, tmp_path, dates):
+    """A zone with summer time has two UTC offsets, and string dates are no DatetimeIndex: both load back."""
+    data = returns.tz_localize(dates) if dates != "strings" else returns.set_axis(returns.index.strftime("%Y-%m-%d"))
+    model = FinVAE(**FAST).fit(data.iloc[:220])
+    loaded = FinVAE.load(model.save(tmp_path / "model"))
+    assert_same_fitted_state(loaded, model)
+    pd.testing.assert_series_equal(loaded.score(data), model.score(data))
+    np.testing.assert_array_equal(loaded.simulate(data, horizon=3, n_paths=4, random_state=0),
+                                  model.simulate(data, horizon=3, n_paths=4, random_state=0))
+
+
+def test_save_writes_numpy_parameters_and_warns_that_a_random_state_instance_is_not_saved(returns, tmp_path):
+    searched = FinVAE(**FAST | dict(epochs=np.int64(2), learning_rate=np.float64(3e-3))).fit(returns.iloc[:220])
+    assert FinVAE.load(searched.save(tmp_path / "numpy")).get_params()["epochs"] == 2
+    drawn = FinVAE(**FAST | dict(random_state=np.random.RandomState(0))).fit(returns.iloc[:220])
+    with pytest.warns(UserWarning, match="RandomState instance.*saved as None"):
+        folder = drawn.save(tmp_path / "drawn")
+    pd.testing.assert_series_equal(FinVAE.load(folder).score(returns), drawn.score(returns))
+
+
+def test_a_save_that_fails_leaves_the_previous_model_whole(model, returns, tmp_path, monkeypatch):
+    folder = model.save(tmp_path / "model")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    other = FinVAE(**FAST | dict(random_state=1)).fit(returns.iloc[:220])
+
+    def failing_dumps(*args, **kwargs):
+        raise TypeError("not serializable")
+
+    monkeypatch.setattr("finvae.estimator.json.dumps", failing_dumps)
+    with pytest.raises(TypeError):
+        other.save(folder)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    pd.testing.assert_series_equal(FinVAE.load(folder).score(returns), model.score(returns))
+    with pytest.raises(DataError, match="is a file"):
+        model.save(folder / "finvae.json")
+
+
+def test_sample_from_the_static_prior_checks_n(model):
+    for n in (0, -1, 2.5):
+        with pytest.raises(DataError, match="n must be a whole number of at least 1"):
+            model.sample(n, dynamics=False)
+
+
 def test_pickle_and_joblib_round_trips(model, returns, tmp_path):
     expected = model.score(returns)
     unpickled = pickle.loads(pickle.dumps(model))
@@ -413,6 +460,7 @@ def test_get_params_set_params_and_clone(model):
     assert "window=5" in repr(model)
 
 
+@pytest.mark.filterwarnings("ignore:X does not have valid feature names")  # array input on purpose
 def test_fit_transform_and_set_output(model, returns):
     train = returns.iloc[:220]
     pd.testing.assert_frame_equal(FinVAE(**FAST).fit_transform(train), model.transform(train), check_exact=True)

@@ -156,3 +156,25 @@ def test_folders_that_are_not_models(tmp_path):
     (tmp_path / "empty").mkdir()
     _load_fails(tmp_path / "empty", "not a finvae model folder", "it is empty")
     _load_fails(tmp_path, "not a finvae model folder", "it holds", "prices.csv")
+
+
+def test_files_from_two_different_saves(folder, tmp_path):
+    """The JSON names its tensors file's hash: tensors from another fit of the same shapes do not load as one model."""
+    rng = np.random.default_rng(1)
+    returns = pd.DataFrame(rng.normal(0, 0.01, (120, 4)), index=pd.bdate_range("2020-01-01", periods=120),
+                           columns=["A", "B", "C", "D"])
+    other = FinVAE(window=5, latent_dim=2, hidden=8, epochs=1, random_state=1, verbose=0).fit(returns)
+    (folder / "model.safetensors").write_bytes((other.save(tmp_path / "other") / "model.safetensors").read_bytes())
+    _load_fails(folder, "come from different saves")
+
+
+@pytest.mark.parametrize(("edit", "fault"), [
+    (lambda state: state.update(calibration_={}), "'calibration_.kl' must be an object with a rising 'grid'"),
+    (lambda state: state.update(asset_calibration_=[{}] * 4), "'asset_calibration_[0]'"),
+    (lambda state: state["calibration_"]["residual"].update(rate=-1.0), "'calibration_.residual'"),
+    (lambda state: state["history_"]["epoch"].pop(), "'history_' is not a table of equal-length columns"),
+    (lambda state: state.update(asset_names_=["A", "B"]), "'asset_names_' must be null or a list of 4"),
+])
+def test_json_with_edited_calibration_or_history(folder, edit, fault):
+    _edit_json(folder, edit)
+    _load_fails(folder, "finvae.json", fault)

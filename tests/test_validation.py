@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import sparse
 
 import finvae._validation as validation
@@ -204,3 +205,53 @@ def test_low_priced_assets_are_caught_as_prices():
     prices = 0.009 * np.exp(make_returns().cumsum())
     with pytest.raises(DataError, match="look like price levels"):
         FinVAE(window=5, verbose=0).fit(prices)
+
+
+def test_a_series_fits_a_one_asset_model():
+    series = make_returns()["AAA"]
+    model = FinVAE(window=5, hidden=8, epochs=1, random_state=0, verbose=0).fit(series)
+    assert model.n_features_in_ == 1 and list(model.asset_names_) == ["AAA"]
+    scores = model.score(series)
+    assert scores.index.equals(series.index) and scores.iloc[4:].notna().all()
+    pd.testing.assert_series_equal(scores, model.score(series.to_frame()))
+
+
+def test_missing_dates_in_the_index():
+    returns = make_returns()
+    dates = list(returns.index)
+    dates[7] = pd.NaT
+    with pytest.raises(DataError, match=r"1 missing date\(s\) \(NaT\).*row 7.*index.notna\(\)"):
+        check_returns(returns.set_axis(pd.DatetimeIndex(dates)), window=5)
+
+
+def test_duplicate_column_names():
+    returns = make_returns().set_axis(["AAA", "AAA", "CCC", "DDD"], axis=1)
+    with pytest.raises(DataError, match=r"duplicate column names: 'AAA'.*columns.duplicated\(\)"):
+        FinVAE(window=5, verbose=0).fit(returns)
+
+
+def test_integer_asset_labels_are_checked_like_names():
+    """Integer ids (PERMNOs) get no feature_names_in_ from scikit-learn; asset_names_ keeps them and checks them."""
+    returns = make_returns().set_axis([10107, 14593, 59328, 66181], axis=1)
+    model = FinVAE(window=5, hidden=8, epochs=1, random_state=0, verbose=0).fit(returns)
+    assert list(model.asset_names_) == [10107, 14593, 59328, 66181] and not hasattr(model, "feature_names_in_")
+    with pytest.raises(DataError, match="the same assets in another order.*model.asset_names_"):
+        model.score(returns[returns.columns[::-1]])
+    with pytest.raises(DataError, match=r"missing \['10107'.*unexpected \['1'"):
+        model.score(returns.set_axis([1, 2, 3, 4], axis=1))
+    weights = pd.Series([0.4, 0.3, 0.2, 0.1], index=returns.columns)
+    np.testing.assert_allclose(model.value_at_risk(returns, weights=weights[::-1]).dropna(),
+                               model.value_at_risk(returns, weights=weights).dropna())
+
+
+def test_an_array_for_a_model_fitted_on_names_warns_like_scikit_learn(fitted):
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        fitted.score(make_returns().to_numpy())
+
+
+def test_a_device_this_torch_cannot_use_fails_before_training():
+    with pytest.raises(ValueError, match="device='gpu' is not a torch device"):
+        FinVAE(window=5, device="gpu", verbose=0).fit(make_returns())
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="this torch cannot use cuda"):
+            FinVAE(window=5, device="cuda", verbose=0).fit(make_returns())
