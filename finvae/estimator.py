@@ -1017,9 +1017,13 @@ class FinVAE(TransformerMixin, BaseEstimator):
         model.dynamics_ = None
         if state["dynamics_dates"] is not None:
             try:
-                model.dynamics_ = dynamics_from_arrays(dynamics, state["dynamics_dates"])
+                model.dynamics_ = dynamics_from_arrays(dynamics, state["dynamics_dates"], model.latent_dim,
+                                                       state["n_features_in_"])
+                if len(model.dynamics_.variances) != len(model._vol_halflives()):
+                    raise ValueError(f"dynamics.variances has {len(model.dynamics_.variances)} volatility legs, "
+                                     f"but vol_halflife={model.vol_halflife!r} needs {len(model._vol_halflives())}")
             except (KeyError, ValueError, TypeError) as error:
-                raise DataError(f"{path / 'model.safetensors'}: the simulation dynamics are damaged ({error!r}). "
+                raise DataError(f"{path / 'model.safetensors'}: the simulation dynamics are damaged ({error}). "
                                 "Fit the model again and save it.") from None
         model.model_ = ReturnsVAE(model.n_features_in_, model.window, model.latent_dim, model.hidden)
         tensors = check_state_dict(model.model_, tensors, path / "model.safetensors", prefix="model.")

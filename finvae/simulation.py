@@ -115,10 +115,28 @@ def dynamics_arrays(dynamics: Dynamics) -> tuple[dict[str, np.ndarray], list]:
     return arrays, dates_to_json(dynamics.dates)
 
 
-def dynamics_from_arrays(arrays: dict[str, np.ndarray], dates: list | dict) -> Dynamics:
-    """The inverse of :func:`dynamics_arrays`."""
+def dynamics_from_arrays(arrays: dict[str, np.ndarray], dates: list | dict, latent_dim: int | None = None,
+                         n_assets: int | None = None) -> Dynamics:
+    """The inverse of :func:`dynamics_arrays`; a ValueError naming the array whose shape or values do not fit.
+
+    ``latent_dim`` and ``n_assets``, when given, are the model's: the arrays must have its sizes.
+    """
     index = dates_from_json(dates)
-    return Dynamics(**{name: np.asarray(arrays[name]).astype(dtype) for name, dtype in _ARRAYS.items()}, dates=index)
+    found = {name: np.asarray(arrays[name]).astype(dtype) for name, dtype in _ARRAYS.items()}
+    k = latent_dim if latent_dim is not None else len(found["intercept"])
+    n_pool, n_states = len(found["innovations"]), len(found["codes"])
+    n_assets = n_assets if n_assets is not None else found["residuals"].shape[-1]
+    expected = {"intercept": (k,), "transition": (k, k), "innovations": (n_pool, k), "residuals": (n_pool, n_assets),
+                "codes": (n_states, k), "variances": (found["variances"].shape[0], n_states, n_assets),
+                "follows": (n_pool,)}
+    for name, shape in expected.items():
+        if found[name].shape != shape:
+            raise ValueError(f"dynamics.{name} has shape {found[name].shape}, but the model needs {shape}")
+        if found[name].dtype.kind == "f" and not np.isfinite(found[name]).all():
+            raise ValueError(f"dynamics.{name} holds NaN or infinite values")
+    if len(index) != n_states:
+        raise ValueError(f"{len(index)} dynamics dates for {n_states} start states")
+    return Dynamics(**found, dates=index)
 
 
 def dates_to_json(dates: pd.Index) -> list | dict:

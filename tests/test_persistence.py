@@ -178,3 +178,15 @@ def test_files_from_two_different_saves(folder, tmp_path):
 def test_json_with_edited_calibration_or_history(folder, edit, fault):
     _edit_json(folder, edit)
     _load_fails(folder, "finvae.json", fault)
+
+
+@pytest.mark.parametrize(("edit", "fault"), [
+    (lambda tensors: tensors["dynamics.codes"].fill_(float("nan")), "dynamics.codes holds NaN"),
+    (lambda tensors: tensors.update({"dynamics.codes": tensors["dynamics.codes"][:, :1].contiguous()}),
+     "dynamics.codes has shape"),
+    (lambda tensors: tensors.update({"dynamics.variances": tensors["dynamics.variances"][:1].contiguous()}),
+     "volatility legs"),
+])
+def test_damaged_simulation_dynamics(folder, edit, fault):
+    _edit_tensors(folder, edit)
+    _load_fails(folder, "model.safetensors", "simulation dynamics are damaged", fault)
