@@ -98,8 +98,12 @@ def _decode(x) -> float:
     return math.nan if x is None else float(x)
 
 
-def writable_folder(directory) -> Path:
-    """``directory`` as a Path, created if missing; :class:`DataError` if it cannot be written to."""
+def writable_folder(directory, what: str = "checkpoint folder") -> Path:
+    """``directory`` as a Path, created if missing; :class:`DataError` naming ``what`` if it cannot be written to.
+
+    Tries a file in it: a folder that exists but is read-only (or not a real folder, as under /proc) is found
+    now, not when the first result would be written.
+    """
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -109,7 +113,7 @@ def writable_folder(directory) -> Path:
     except OSError as exc:
         from finvae._exceptions import DataError
 
-        raise DataError(f"Cannot write to the checkpoint folder {directory} ({exc.strerror or exc}); "
+        raise DataError(f"Cannot write to the {what} {directory} ({exc.strerror or exc}); "
                         "pass a folder you can write to.") from None
     return directory
 

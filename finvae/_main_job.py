@@ -233,11 +233,7 @@ def run_main_job(
     returns = _returns_frame(returns)
     if not isinstance(returns.index, pd.DatetimeIndex):
         raise DataError("returns must be indexed by date (a DatetimeIndex); e.g. load it with load_returns.")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"Cannot create the output folder {out} ({exc.strerror or exc}); pass another --out.") from None
+    out = writable_folder(out_dir, "output folder")  # now, not after the walk-forward
     if checkpoint_dir is not None:
         writable_folder(checkpoint_dir)  # now, not after the first fit
 

@@ -22,6 +22,7 @@ message on stderr and exit status 2; warnings print as one line each.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -200,9 +201,7 @@ def _read_returns(path: str, assume: str) -> pd.DataFrame:
     from finvae.datasets import load_returns
     from finvae.datasets._market import PRICE_STEP
 
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such file" + (" (it is a folder)" if Path(path).is_dir() else "")
-                        + ". Pass a CSV or parquet file of prices, e.g. from `finvae data sample --out prices.csv`.")
+    _check_input_file(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         returns = load_returns(path, assume=assume)
@@ -218,14 +217,46 @@ def _read_returns(path: str, assume: str) -> pd.DataFrame:
             except DataError as exc:
                 raise DataError(f"{path} looks like prices (its values move {np.median(steps):.1%} a day) that are "
                                 f"not all positive: {exc} (--assume returns reads the file as returns.)") from None
-    for warning in caught:  # load_returns names its Python argument: say the option instead
-        text = str(warning.message)
-        for holds in ("prices", "returns"):
-            text = text.replace(f"assume='{holds}'", f"--assume {holds}")
-        warnings.showwarning(text, warning.category, warning.filename, warning.lineno)
+    for warning in caught:  # shown again, through the command line's one-line display
+        warnings.showwarning(str(warning.message), warning.category, warning.filename, warning.lineno)
     if returns.empty:
         raise DataError(f"{path} holds no returns ({len(returns)} dates × {returns.shape[1]} assets).")
     return returns
+
+
+def _check_input_file(path: str) -> None:
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file" + (" (it is a folder)" if Path(path).is_dir() else "")
+                        + ". Pass a CSV or parquet file of prices, e.g. from `finvae data sample --out prices.csv`.")
+
+
+#: Advice in finvae's messages that names a Python call, and what to do on the command line instead.
+_COMMAND_LINE_ADVICE = {
+    "assume='prices'": "--assume prices",
+    "assume='returns'": "--assume returns",
+    "Convert prices first, e.g. finvae.datasets.prices_to_returns(prices).":
+        "Pass --assume prices (or leave --assume out: it tells prices from returns).",
+    "If these are returns, not prices, use them directly.": "If these are returns, not prices, pass --assume returns.",
+    "; check the source, or pass stale_days=None to turn this check off.":
+        "; check the source (a warning only: the file is used as it is).",
+    "finvae.datasets.load_sp500_sample() (20 S&P 500 stocks, 1990-2022, no network needed)":
+        "the bundled sample (finvae data sample --out prices.csv; 20 S&P 500 stocks, 1990-2022)",
+}
+
+
+def _for_the_command_line(message: str) -> str:
+    """``message`` with its Python advice replaced by the options that do the same."""
+    for python, option in _COMMAND_LINE_ADVICE.items():
+        message = message.replace(python, option)
+    return message
+
+
+def _n_jobs(text: str) -> int:
+    """An argparse ``type`` for joblib's n_jobs: a positive number of processes, or -1 for one per core."""
+    value = _number(int)(text)
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"must be a number of processes >= 1, or -1 for one per core; got {text}")
+    return value
 
 
 def _between(returns: pd.DataFrame, start, end, path: str) -> pd.DataFrame:
@@ -259,6 +290,9 @@ def _check_model_target(folder: Path) -> None:
     """DataError unless ``folder`` is missing, empty, or a model folder (which a new fit may replace)."""
     from finvae._persistence import MODEL_FILES
 
+    blocking = next((parent for parent in folder.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise DataError(f"{blocking} is a file, so no model folder can be made under it; pass another --model.")
     if folder.exists() and not (folder.is_dir() and ((folder / MODEL_FILES[0]).is_file() or not any(folder.iterdir()))):
         raise DataError(f"{folder} exists and is not a finvae model folder; it is left as it is. "
                         "Pass a new folder (or an old model's folder, to replace that model) to --model.")
@@ -346,7 +380,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     model = FinVAE.load(args.model)
     returns = _between(_read_returns(args.prices, args.assume), None, args.end, args.prices)
-    fitted = [str(name) for name in getattr(model, "feature_names_in_", [])]
+    fitted = [str(name) for name in getattr(model, "asset_names_", getattr(model, "feature_names_in_", []))]
     columns = [str(name) for name in returns.columns]
     if fitted and columns != fitted:
         if sorted(columns) != sorted(fitted):
@@ -420,9 +454,12 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--tickers", nargs="+", metavar="TICKER",
                         help="download these Yahoo Finance symbols (cached) instead of the sample")
     source.add_argument("--prices-csv", metavar="PATH", help="CSV (or parquet) of prices, one column per asset")
-    run.add_argument("--start", default="2000-01-01",
+    run.add_argument("--assume", choices=("auto", "prices", "returns"), default="auto",
+                     help="what --prices-csv holds: 'auto' tells prices from returns (default: auto)")
+    run.add_argument("--start", type=_date, default="2000-01-01", metavar="DATE",
                      help="first scored and backtested date; training uses the days before (default: 2000-01-01)")
-    run.add_argument("--end", help="last date used, YYYY-MM-DD (default: the last available)")
+    run.add_argument("--end", type=_date, metavar="DATE",
+                     help="last date used, YYYY-MM-DD (default: the last available)")
     run.add_argument("--window", type=_number(int, least=2), default=20,
                      help="days per FinVAE window (default: 20)")
     run.add_argument("--latent-dim", type=_number(int, least=1), default=3,
@@ -431,7 +468,7 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="most training epochs per fit (default: 60)")
     run.add_argument("--refit-every", type=_number(int, least=1), default=126,
                      help="trading days between refits (default: 126, twice a year)")
-    run.add_argument("--n-jobs", type=int, default=2, help="refits run in parallel (default: 2)")
+    run.add_argument("--n-jobs", type=_n_jobs, default=2, help="refits run in parallel; -1: one per core (default: 2)")
     run.add_argument("--seed", type=int, default=0, help="random seed of every fit (default: 0)")
     run.add_argument("--signal", choices=job.SIGNALS, default=job.DEFAULT_SIGNAL,
                      help="flag on FinVAE's anomaly score, as predict does ('score'), or on its market part "
@@ -458,19 +495,20 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from finvae._main_job import format_summary, run_main_job
-    from finvae.datasets import download_prices, load_returns, load_sp500_sample, prices_to_returns
+    from finvae.datasets import download_prices, load_sp500_sample, prices_to_returns
 
     if args.tickers:
         # Training needs the history before --start: download everything up to --end.
-        returns = prices_to_returns(download_prices(args.tickers, None, args.end, progress=not args.quiet))
+        end = None if args.end is None else str(args.end.date())
+        returns = prices_to_returns(download_prices(args.tickers, None, end, progress=not args.quiet))
     elif args.prices_csv:
-        returns = load_returns(args.prices_csv, assume="prices")
+        returns = _read_returns(args.prices_csv, args.assume)
     else:
         # RRC's early stale quotes are known and documented in load_sp500_sample: no warning on every run.
         returns = prices_to_returns(load_sp500_sample(), stale_days=None)
     if args.end is not None:
-        returns = returns.loc[: pd.Timestamp(args.end)]
-    result = run_main_job(returns, out_dir=args.out, start=args.start, window=args.window,
+        returns = _between(returns, None, args.end, args.prices_csv or "the data")
+    result = run_main_job(returns, out_dir=args.out, start=str(args.start.date()), window=args.window,
                           latent_dim=args.latent_dim, epochs=args.epochs, refit_every=args.refit_every,
                           n_jobs=args.n_jobs, random_state=args.seed, signal=args.signal,
                           vol_halflife=_halflives(args.vol_halflife), hold=args.hold,
@@ -499,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
     # One line per warning, without the source file and line: they mean nothing to a CLI user.
-    print(f"finvae: warning: {message}", file=sys.stderr)
+    print(f"finvae: warning: {_for_the_command_line(str(message))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -527,8 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return args.func(args)
         except DataError as exc:
-            print(f"finvae: error: {exc}", file=sys.stderr)
+            print(f"finvae: error: {_for_the_command_line(str(exc))}", file=sys.stderr)
             return EXIT_DATA_ERROR
+        except BrokenPipeError:  # the reader stopped early (`finvae score ... --out - | head`): not an error
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's recipe: the flush at exit must not fail again
+            return EXIT_OK
 
 
 if __name__ == "__main__":

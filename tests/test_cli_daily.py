@@ -146,3 +146,24 @@ def test_python_dash_m_finvae(tmp_path):
     argv = ["score", str(tmp_path / "none.csv"), "--model", str(tmp_path), "--out", str(tmp_path / "s.csv")]
     done = subprocess.run([sys.executable, "-m", "finvae", *argv], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("finvae: error: ") and "Traceback" not in done.stderr
+
+
+def test_advice_is_given_as_options_not_python(files, prices, capsys, tmp_path):
+    """Hints written for Python users (an argument, a function) are said as the options that do the same."""
+    _fails(["fit", str(files / "prices.csv"), "--assume", "returns", "--model", str(tmp_path / "m"), *SMALL], capsys,
+           "look like price levels", "Pass --assume prices")
+    (tmp_path / "header.csv").write_text("Date,AAPL,KO\n")
+    _fails(["fit", str(tmp_path / "header.csv"), "--model", str(tmp_path / "m"), *SMALL], capsys,
+           "has a header but no rows of data")
+    (tmp_path / "a-file").write_text("not a folder")
+    _fails(["fit", str(files / "prices.csv"), "--model", str(tmp_path / "a-file" / "m"), *SMALL], capsys,
+           "a-file is a file, so no model folder can be made under it")
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(files):
+    """`finvae score ... --out - | head -1`: the closed pipe ends the command quietly."""
+    command = (f"{sys.executable} -m finvae score {files / 'prices.csv'} --model {files / 'model'} --out - "
+               "| head -1")
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("Date,score,")
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr

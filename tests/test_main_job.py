@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -268,3 +270,30 @@ def test_run_into_a_folder_it_cannot_write_is_one_line_and_exit_2_before_any_fit
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert str(blocker / "sub") in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--start", "notadate"], "argument --start: expected a date such as 2024-01-31, got 'notadate'"),
+    (["--end", "2020-13-45"], "argument --end: expected a date"),
+    (["--n-jobs", "0"], "argument --n-jobs: must be a number of processes >= 1, or -1 for one per core"),
+])
+def test_run_rejects_bad_dates_and_n_jobs_as_usage_errors(argv, message, monkeypatch, capsys):
+    monkeypatch.setattr(main_job, "run_main_job", lambda *a, **k: pytest.fail("the job should not start"))
+    with pytest.raises(SystemExit) as stop:
+        main(["run", *argv])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_run_on_a_missing_file_or_an_empty_range_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(main_job, "run_main_job", lambda *a, **k: pytest.fail("the job should not start"))
+    assert main(["run", "--prices-csv", str(tmp_path / "missing.csv"), "--quiet"]) == 2
+    assert "missing.csv: no such file" in capsys.readouterr().err
+    assert main(["run", "--end", "1980-01-01", "--quiet"]) == 2
+    assert "no dates between its start and 1980-01-01" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, a folder no file can be made in")
+def test_run_into_a_folder_that_exists_but_takes_no_file(monkeypatch, capsys):
+    monkeypatch.setattr(FinVAE, "fit", lambda *a, **k: pytest.fail("fitted before checking the folders"))
+    assert main(["run", "--out", "/proc", "--quiet"]) == 2
+    assert "Cannot write to the output folder /proc" in capsys.readouterr().err

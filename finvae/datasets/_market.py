@@ -506,6 +506,8 @@ def _set_date_index(frame: pd.DataFrame, source: str) -> pd.DataFrame:
             "(as DataFrame.to_csv() writes a DatetimeIndex)."
         )
     raw = frame[column]
+    if raw.empty:
+        raise DataError(f"{source} has a header but no rows of data: nothing to read. Pass a file with prices.")
     dates = pd.to_datetime(raw, errors="coerce")
     bad = dates.isna() & raw.notna()
     if dates.isna().all() or bad.any():
