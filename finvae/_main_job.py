@@ -10,6 +10,7 @@ import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,14 @@ from finvae._atomic import atomic_path, write_csv
 from finvae._checkpoint import fit_or_load, writable_folder
 from finvae._cluster import check_scheduler, dask_backend
 from finvae._exceptions import DataError
-from finvae.backtest import OverlayResult, _check_overlay_settings, _returns_frame, anomaly_overlay, walk_forward
+from finvae.backtest import (
+    OverlayResult,
+    _as_date_of,
+    _check_overlay_settings,
+    _returns_frame,
+    anomaly_overlay,
+    walk_forward,
+)
 from finvae.estimator import SCORE_PARTS, FinVAE
 from finvae.factors import exposures
 from finvae.report import write_report
@@ -169,9 +177,10 @@ def run_main_job(
         (e.g. ``prices_to_returns(load_sp500_sample())``). Never modified.
     out_dir : str or Path, default="finvae-output"
         Folder for the files; created if missing, files in it overwritten.
-    start : date-like, default="2000-01-01"
+    start : date-like or None, default="2000-01-01"
         First scored date (and first backtest date). Scoring starts no earlier
-        than ``min_train`` rows into ``returns``.
+        than ``min_train`` rows into ``returns``; None: at that row. A date without
+        a time zone is read in the returns' own.
     window, latent_dim, epochs : int
         FinVAE's window length, number of factors, and most training epochs.
     refit_every : int, default=126
@@ -227,6 +236,9 @@ def run_main_job(
     if vol_halflife is not None:
         FinVAE(vol_halflife=vol_halflife)._vol_halflives()  # raises ValueError on a bad value
     _check_overlay_settings(hold, exposure_when_flagged, cost_bps)
+    for name, value in (("refit_every", refit_every), ("min_train", min_train)):
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer ≥ 1; got {value!r}.")
     if scheduler is not None:
         check_scheduler(scheduler)  # a missing dask or a wrong address is reported now, not after minutes of work
     began = time.perf_counter()
@@ -241,7 +253,9 @@ def run_main_job(
         if verbose:
             print(f"[{time.perf_counter() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
 
-    first = max(int(min_train), int(returns.index.searchsorted(pd.Timestamp(start), side="left")))
+    first = int(min_train)  # start=None: as early as min_train allows
+    if start is not None:
+        first = max(first, int(returns.index.searchsorted(_as_date_of(returns.index, start), side="left")))
     if first >= len(returns):
         raise DataError(
             f"Nothing to score: returns has {len(returns)} dates ({returns.index[0].date()} to "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 try:
     from skfolio.moments import BaseCovariance
@@ -33,7 +35,10 @@ class FinVAECovariance(BaseCovariance):
     units skfolio's optimisers and evaluations expect. With ``refit=False``
     and a fitted ``estimator``, the model is used as it is and only the
     forecast is made: a model fitted once on a long history can then serve
-    many rebalancing dates cheaply.
+    many rebalancing dates cheaply. Cross-validation (skfolio's
+    ``cross_val_predict``, scikit-learn's ``clone``) copies parameters, not
+    fitted state: pass the model as ``sklearn.frozen.FrozenEstimator(model)``,
+    which a clone keeps fitted.
 
     Parameters
     ----------
@@ -97,6 +102,13 @@ class FinVAECovariance(BaseCovariance):
         else:
             if self.estimator is None:
                 raise ValueError("refit=False needs a fitted FinVAE as estimator.")
+            try:
+                check_is_fitted(self.estimator)
+            except NotFittedError:
+                raise NotFittedError(
+                    "refit=False needs a fitted FinVAE, and this one is not fitted. A clone (as in cross-validation) "
+                    "drops a model's fit: pass estimator=sklearn.frozen.FrozenEstimator(model), which keeps it."
+                ) from None
             self.estimator_ = self.estimator
         covariance = np.asarray(risk.covariance(self.estimator_, X, horizon=horizon), dtype=np.float64)
         if not np.isfinite(covariance).all():

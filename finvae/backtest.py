@@ -265,10 +265,13 @@ def walk_forward(
     if not (hasattr(estimator, "fit") and hasattr(estimator, "score")):
         raise TypeError(f"{type(estimator).__name__} needs fit and score methods to be walked forward.")
 
+    if not (n_jobs is None or (isinstance(n_jobs, Integral) and not isinstance(n_jobs, bool) and n_jobs != 0)):
+        raise ValueError(f"n_jobs must be None, a number of processes >= 1, or negative (-1: one per core); "
+                         f"got {n_jobs!r}.")
     n = len(returns)
     first = int(min_train)
     if start is not None:
-        key = pd.Timestamp(start) if isinstance(returns.index, pd.DatetimeIndex) else start
+        key = _as_date_of(returns.index, start) if isinstance(returns.index, pd.DatetimeIndex) else start
         first = max(first, int(returns.index.searchsorted(key, side="left")))
     if first >= n:
         raise DataError(
@@ -538,7 +541,15 @@ def _vol_target_exposure(portfolio: pd.Series, period: pd.Index, target: float, 
     def exposure(k: float) -> np.ndarray:
         return np.where(known, np.minimum(k * np.nan_to_num(inverse), 1.0), 1.0)
 
-    if not known.any() or target >= 1.0:
+    if target >= 1.0:
+        return np.ones(len(period))
+    if not known.any():
+        warnings.warn(
+            f"The volatility target has no volatility estimate on any of the {len(period)} backtest day(s) (its "
+            f"EWMA needs {max(int(np.ceil(halflife)), 2)} earlier days): it stays fully invested. Pass returns that "
+            "start before the flags, or a shorter vol_target_halflife.",
+            stacklevel=3,
+        )
         return np.ones(len(period))
     lowest = exposure(0.0).mean()  # days without a volatility estimate stay fully invested
     if target <= lowest:
@@ -553,14 +564,24 @@ def _vol_target_exposure(portfolio: pd.Series, period: pd.Index, target: float, 
     return exposure(k)
 
 
+def _as_date_of(index: pd.DatetimeIndex, date) -> pd.Timestamp:
+    """``date`` as a Timestamp comparable with ``index``: read in its time zone when it has none."""
+    stamp = pd.Timestamp(date)
+    if index.tz is not None and stamp.tz is None:
+        return stamp.tz_localize(index.tz)
+    if index.tz is None and stamp.tz is not None:
+        raise DataError(f"start={date!r} has a time zone, but the returns' dates have none; pass a plain date.")
+    return stamp
+
+
 def _check_overlay_settings(hold, exposure_when_flagged, cost_bps) -> None:
     """Raise a ValueError that names the first of :func:`anomaly_overlay`'s settings out of range."""
     if not isinstance(hold, Integral) or isinstance(hold, bool) or hold < 1:
         raise ValueError(f"hold must be an integer ≥ 1 (days de-risked after a flag); got {hold!r}.")
     if not (isinstance(exposure_when_flagged, Real) and 0.0 <= exposure_when_flagged <= 1.0):
         raise ValueError(f"exposure_when_flagged must be in [0, 1]; got {exposure_when_flagged!r}.")
-    if not (isinstance(cost_bps, Real) and cost_bps >= 0):
-        raise ValueError(f"cost_bps must be a number ≥ 0; got {cost_bps!r}.")
+    if not (isinstance(cost_bps, Real) and np.isfinite(cost_bps) and cost_bps >= 0):
+        raise ValueError(f"cost_bps must be a finite number ≥ 0; got {cost_bps!r}.")
 
 
 def anomaly_overlay(
@@ -683,9 +704,9 @@ def anomaly_overlay(
     if returns_kind not in ("log", "simple"):
         raise ValueError(f"returns_kind must be 'log' or 'simple'; got {returns_kind!r}.")
     _check_overlay_settings(hold, exposure_when_flagged, cost_bps)
-    if not (isinstance(vol_target_halflife, Real) and vol_target_halflife > 0):
-        raise ValueError(f"vol_target_halflife must be > 0; got {vol_target_halflife!r}.")
-    if not isinstance(periods_per_year, Integral) or periods_per_year < 1:
+    if not (isinstance(vol_target_halflife, Real) and np.isfinite(vol_target_halflife) and vol_target_halflife > 0):
+        raise ValueError(f"vol_target_halflife must be a finite number of days > 0; got {vol_target_halflife!r}.")
+    if not isinstance(periods_per_year, Integral) or isinstance(periods_per_year, bool) or periods_per_year < 1:
         raise ValueError(f"periods_per_year must be a positive integer; got {periods_per_year!r}.")
     returns = _returns_frame(returns)
 
@@ -700,8 +721,10 @@ def anomaly_overlay(
     if flags.isna().any():
         raise DataError(f"flags holds {int(flags.isna().sum())} missing value(s); give True or False on every date.")
     if not pd.api.types.is_bool_dtype(flags.dtype):
-        if not (pd.api.types.is_numeric_dtype(flags.dtype) and flags.isin([0, 1]).all()):
-            raise DataError(f"flags must be booleans (or 0/1); got dtype {flags.dtype}.")
+        if not ((pd.api.types.is_numeric_dtype(flags.dtype) or flags.dtype == object) and flags.isin([0, 1]).all()):
+            odd = flags[~flags.isin([0, 1])].iloc[:3].tolist()
+            raise DataError(f"flags must be booleans (or 0/1); got dtype {flags.dtype} with values such as {odd}. "
+                            "Map them to True/False first.")
     flags = flags.astype(bool)
     rows = returns.index.get_indexer(flags.index)
     if (rows < 0).any():

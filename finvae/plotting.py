@@ -109,13 +109,19 @@ def plot_scores(
     if flags is None:
         with np.errstate(invalid="ignore"):
             flags = pd.Series(np.asarray(scores > threshold), index=scores.index)
-    flags = _series(flags, "flags").reindex(scores.index, fill_value=False).astype(bool)
+    flags = _series(flags, "flags")
+    if flags.isna().any():  # astype(bool) would draw every missing flag as a flag
+        raise DataError(f"flags holds {int(flags.isna().sum())} missing value(s); give True or False on every date, "
+                        "e.g. flags.fillna(False).")
+    flags = flags.reindex(scores.index, fill_value=False).astype(bool)
     flagged = scores.index[flags.to_numpy()]
 
     level = None
     if prices_or_index is not None:
         if isinstance(prices_or_index, pd.DataFrame) and prices_or_index.shape[1] > 1:
             prices = prices_or_index.loc[scores.index[0]: scores.index[-1]]
+            if prices.empty:
+                raise DataError("prices_or_index has no values on the dates of scores; pass the same period.")
             level = equal_weight_index(prices.pct_change(fill_method=None).iloc[1:], kind="simple")
             level = pd.concat([pd.Series([1.0], index=prices.index[:1]), level])
         else:

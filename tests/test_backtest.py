@@ -183,6 +183,17 @@ def test_walk_forward_errors():
         walk_forward(Spy(), r, contamination=0.9, **FAST)
     with pytest.raises(DataError, match="not sorted"):
         walk_forward(Spy(), r.iloc[::-1], **FAST)
+    with pytest.raises(ValueError, match="n_jobs must be None, a number of processes"):
+        walk_forward(Spy(), r, n_jobs=0, **FAST)
+
+
+def test_walk_forward_reads_a_plain_start_date_in_the_returns_time_zone():
+    r = market(n_days=300)
+    plain = walk_forward(Spy(), r, start=r.index[220].date().isoformat(), **FAST)
+    zoned = walk_forward(Spy(), r.tz_localize("UTC"), start=r.index[220].date().isoformat(), **FAST)
+    np.testing.assert_array_equal(zoned["score"].to_numpy(), plain["score"].to_numpy())
+    with pytest.raises(DataError, match="has a time zone, but the returns' dates have none"):
+        walk_forward(Spy(), r, start=pd.Timestamp(r.index[220], tz="UTC"), **FAST)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,6 +212,7 @@ def flags_on(returns, *days):
     return flags
 
 
+@pytest.mark.filterwarnings("ignore:The volatility target has no volatility estimate")  # 20 days, no history
 def test_flag_moves_the_position_from_the_next_day_for_hold_days():
     r = constant()
     res = anomaly_overlay(r, flags_on(r, 5), hold=3, cost_bps=0, returns_kind="simple")
@@ -213,6 +225,7 @@ def test_flag_moves_the_position_from_the_next_day_for_hold_days():
     np.testing.assert_allclose(res.benchmark, 0.01)
 
 
+@pytest.mark.filterwarnings("ignore:The volatility target has no volatility estimate")  # 20 days, no history
 def test_hold_extends_from_the_last_flag():
     r = constant()
     res = anomaly_overlay(r, flags_on(r, 0, 5, 7), hold=3, cost_bps=0, returns_kind="simple",
@@ -225,6 +238,7 @@ def test_hold_extends_from_the_last_flag():
     assert (last.positions == 1).all()  # a flag on the last day acts after the backtest
 
 
+@pytest.mark.filterwarnings("ignore:The volatility target has no volatility estimate")  # 20 days, no history
 def test_costs_per_unit_of_turnover():
     r = constant()
     res = anomaly_overlay(r, flags_on(r, 5), hold=3, cost_bps=10, returns_kind="simple")
@@ -351,6 +365,9 @@ def test_overlay_accepts_walk_forward_frame():
         (dict(hold=0), ValueError, "hold"),
         (dict(exposure_when_flagged=1.5), ValueError, "exposure_when_flagged"),
         (dict(cost_bps=-1), ValueError, "cost_bps"),
+        (dict(cost_bps=float("inf")), ValueError, "cost_bps must be a finite number"),
+        (dict(vol_target_halflife=float("inf")), ValueError, "vol_target_halflife must be a finite number"),
+        (dict(periods_per_year=True), ValueError, "periods_per_year"),
     ],
 )
 def test_overlay_errors(kwargs, error, match):
@@ -369,3 +386,19 @@ def test_overlay_errors(kwargs, error, match):
         kwargs["weights"] = pd.DataFrame(0.5, index=r.index[:10], columns=r.columns)
     with pytest.raises(error, match=match):
         anomaly_overlay(r, flags, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:The volatility target has no volatility estimate")  # 20 days, no history
+def test_overlay_accepts_booleans_held_as_objects():
+    r = constant(assets=("A", "B"))
+    flags = flags_on(r, 3)
+    result = anomaly_overlay(r, flags.astype(object))
+    pd.testing.assert_series_equal(result.positions, anomaly_overlay(r, flags).positions)
+
+
+def test_vol_target_without_any_estimate_says_so():
+    """With no history before the flags and a long half-life, no day has a volatility estimate: a warning."""
+    r = constant(n_days=20, assets=("A", "B"))
+    with pytest.warns(UserWarning, match="no volatility estimate on any of the 20 backtest day"):
+        result = anomaly_overlay(r, flags_on(r, 3), vol_target_halflife=252)
+    assert (result.vol_target_positions == 1.0).all()

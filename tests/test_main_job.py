@@ -297,3 +297,12 @@ def test_run_into_a_folder_that_exists_but_takes_no_file(monkeypatch, capsys):
     monkeypatch.setattr(FinVAE, "fit", lambda *a, **k: pytest.fail("fitted before checking the folders"))
     assert main(["run", "--out", "/proc", "--quiet"]) == 2
     assert "Cannot write to the output folder /proc" in capsys.readouterr().err
+
+
+def test_run_main_job_checks_refit_every_first_and_takes_start_none(tmp_path, monkeypatch):
+    returns = prices_to_returns(load_sp500_sample(), stale_days=None).iloc[:400, :3]
+    monkeypatch.setattr(FinVAE, "fit", lambda *a, **k: pytest.fail("fitted before checking refit_every"))
+    with pytest.raises(ValueError, match="refit_every must be an integer ≥ 1; got 0"):
+        run_main_job(returns, out_dir=tmp_path, refit_every=0)
+    with pytest.raises(DataError, match="Nothing to score.*row 756"):  # None: from min_train, not past the end
+        run_main_job(returns, out_dir=tmp_path, start=None)

@@ -92,6 +92,16 @@ def test_plot_scores_rejects_what_is_not_a_series(scores):
         plot_scores(scores, "high")
 
 
+def test_plot_scores_refuses_missing_flags_and_prices_of_another_period(scores, dates):
+    flags = pd.Series(np.nan, index=scores.index, dtype=object)
+    flags.iloc[5] = True
+    with pytest.raises(DataError, match=r"flags holds \d+ missing value\(s\)"):
+        plot_scores(scores, 4.0, flags=flags)
+    elsewhere = pd.DataFrame({"A": [10.0, 11.0], "B": [5.0, 5.5]}, index=pd.bdate_range("1990-01-01", periods=2))
+    with pytest.raises(DataError, match="no values on the dates of scores"):
+        plot_scores(scores, 4.0, prices_or_index=elsewhere)
+
+
 def test_plot_factors_has_one_panel_per_factor_and_skips_the_first_window(dates):
     factors = pd.DataFrame(np.random.default_rng(1).normal(size=(len(dates), 3)), index=dates,
                            columns=["factor_0", "factor_1", "factor_2"])

@@ -212,6 +212,14 @@ def test_skfolio_estimator_can_use_a_fitted_model_without_refitting(model, retur
     np.testing.assert_allclose(estimator.covariance_, model.covariance(returns).to_numpy(), rtol=1e-6)
     with pytest.raises(DataError, match="no covariance forecast"):
         FinVAECovariance(estimator=model, refit=False).fit(returns.iloc[:10])
+    # A clone (cross-validation) drops the fit; FrozenEstimator keeps it, and the error says so.
+    from sklearn.base import clone
+    from sklearn.frozen import FrozenEstimator
+
+    with pytest.raises(NotFittedError, match="FrozenEstimator"):
+        clone(FinVAECovariance(estimator=model, refit=False)).fit(returns)
+    frozen = clone(FinVAECovariance(estimator=FrozenEstimator(model), refit=False)).fit(returns)
+    np.testing.assert_allclose(frozen.covariance_, estimator.covariance_)
 
 
 def test_finvae_imports_without_skfolio():
