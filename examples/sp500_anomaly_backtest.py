@@ -33,8 +33,11 @@ def main() -> None:
     args = parser.parse_args()
 
     returns = prices_to_returns(load_sp500_sample(), stale_days=None)  # RRC's early stale quotes are known
-    result = run_main_job(returns, out_dir=args.out, start=args.start, refit_every=args.refit_every,
-                          n_jobs=args.n_jobs, random_state=0)
+    try:
+        result = run_main_job(returns, out_dir=args.out, start=args.start, refit_every=args.refit_every,
+                              n_jobs=args.n_jobs, random_state=0)
+    except ValueError as error:  # DataError is one: a bad date, a bad setting, data too short for them
+        parser.error(str(error))
 
     print(format_summary(result.summary))
     print("\nExposures of each stock to the factors (betas, and R² of the regression):")

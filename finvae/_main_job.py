@@ -20,9 +20,9 @@ from finvae._atomic import atomic_path, write_csv
 from finvae._checkpoint import fit_or_load, writable_folder
 from finvae._cluster import check_scheduler, dask_backend
 from finvae._exceptions import DataError
+from finvae._validation import as_date_of
 from finvae.backtest import (
     OverlayResult,
-    _as_date_of,
     _check_overlay_settings,
     _returns_frame,
     anomaly_overlay,
@@ -255,7 +255,7 @@ def run_main_job(
 
     first = int(min_train)  # start=None: as early as min_train allows
     if start is not None:
-        first = max(first, int(returns.index.searchsorted(_as_date_of(returns.index, start), side="left")))
+        first = max(first, int(returns.index.searchsorted(as_date_of(returns.index, start, "start"), side="left")))
     if first >= len(returns):
         raise DataError(
             f"Nothing to score: returns has {len(returns)} dates ({returns.index[0].date()} to "

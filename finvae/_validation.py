@@ -116,3 +116,19 @@ def check_returns(X, *, window: int, what: str = "returns") -> tuple[np.ndarray,
             "finvae.datasets.prices_to_returns(prices)."
         )
     return values, index, columns
+
+
+def as_date_of(index: pd.DatetimeIndex, date, name: str = "date") -> pd.Timestamp:
+    """``date`` as a Timestamp comparable with ``index``: read in the index's time zone when it names none.
+
+    A DataError (naming ``name``) for a date that is not one, or that has a time zone when the index has none.
+    """
+    try:
+        stamp = pd.Timestamp(date)
+    except (ValueError, TypeError):
+        raise DataError(f"{name}={date!r} is not a date; pass one such as 2024-01-31.") from None
+    if index.tz is not None and stamp.tz is None:
+        return stamp.tz_localize(index.tz)
+    if index.tz is None and stamp.tz is not None:
+        raise DataError(f"{name}={date!r} has a time zone, but the returns' dates have none; pass a plain date.")
+    return stamp

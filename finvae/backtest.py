@@ -23,6 +23,7 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from finvae._exceptions import DataError
+from finvae._validation import as_date_of
 
 __all__ = ["OverlayResult", "anomaly_overlay", "walk_forward"]
 
@@ -271,7 +272,7 @@ def walk_forward(
     n = len(returns)
     first = int(min_train)
     if start is not None:
-        key = _as_date_of(returns.index, start) if isinstance(returns.index, pd.DatetimeIndex) else start
+        key = as_date_of(returns.index, start, "start") if isinstance(returns.index, pd.DatetimeIndex) else start
         first = max(first, int(returns.index.searchsorted(key, side="left")))
     if first >= n:
         raise DataError(
@@ -562,16 +563,6 @@ def _vol_target_exposure(portfolio: pd.Series, period: pd.Index, target: float, 
     k_full = 1.0 / np.nanmin(inverse[known])  # every day fully invested from here on
     k = brentq(lambda k: exposure(k).mean() - target, 0.0, k_full, xtol=1e-14)
     return exposure(k)
-
-
-def _as_date_of(index: pd.DatetimeIndex, date) -> pd.Timestamp:
-    """``date`` as a Timestamp comparable with ``index``: read in its time zone when it has none."""
-    stamp = pd.Timestamp(date)
-    if index.tz is not None and stamp.tz is None:
-        return stamp.tz_localize(index.tz)
-    if index.tz is None and stamp.tz is not None:
-        raise DataError(f"start={date!r} has a time zone, but the returns' dates have none; pass a plain date.")
-    return stamp
 
 
 def _check_overlay_settings(hold, exposure_when_flagged, cost_bps) -> None:

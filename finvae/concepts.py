@@ -36,6 +36,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Literal
 
 import numpy as np
@@ -46,7 +47,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from threadpoolctl import threadpool_limits
 
 from finvae._exceptions import DataError
-from finvae._validation import check_returns
+from finvae._validation import as_date_of, check_returns
 
 __all__ = [
     "ConceptVector",
@@ -506,11 +507,11 @@ def stress_scenarios(
     if kind not in ("log", "simple"):
         raise DataError(f"kind must be 'log' or 'simple'; got {kind!r}.")
     w = model.window
-    at = returns.index[-1] if at is None else pd.Timestamp(at)
+    at = returns.index[-1] if at is None else as_date_of(returns.index, at, "at")
     if at not in returns.index:
         before = returns.index[returns.index <= at]
-        hint = f" The last date before it is {before[-1].date()}." if len(before) else ""
-        raise DataError(f"at={at.date()} is not a date of returns.{hint} Pass a trading date.")
+        hint = f" The last date before it is {before[-1]}." if len(before) else ""
+        raise DataError(f"at={at} is not a date of returns.{hint} Pass a trading date.")
     end = returns.index.get_loc(at)
     if n_paths is not None:
         return _simulated_scenarios(model, returns.iloc[: end + 1], vector, strengths, weights, kind, n_paths,
@@ -615,10 +616,11 @@ def return_windows(returns, window: int, *, stride: int | None = None) -> np.nda
     windows : ndarray of shape (n_windows, window, n_assets)
         Windows holding a NaN are dropped.
     """
+    for name, value in (("window", window), ("stride", stride)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 1):
+            raise DataError(f"{name} must be a whole number of days ≥ 1; got {value!r}.")
     values, _, _ = check_returns(returns, window=window)
     stride = window if stride is None else stride
-    if stride < 1:
-        raise DataError(f"stride must be at least 1; got {stride}.")
     starts = np.arange(0, len(values) - window + 1, stride)
     windows = values[starts[:, None] + np.arange(window)]
     return windows[~np.isnan(windows).any(axis=(1, 2))]
@@ -628,7 +630,7 @@ def stylized_facts(
     real,
     synthetic,
     *,
-    lags=range(1, 11),
+    lags=None,
     quantiles=(0.01, 0.05, 0.95, 0.99),
     classifier=None,
     cv: int = 5,
@@ -661,8 +663,9 @@ def stylized_facts(
     Parameters
     ----------
     real, synthetic : array-like of shape (n, window, n_assets), or DataFrame (n_days, n_assets)
-    lags : iterable of int, default=range(1, 11)
-        Lags of the autocorrelation of absolute returns (each below the window length).
+    lags : iterable of int, default=None
+        Lags of the autocorrelation of absolute returns (each below the window length); default 1 to 10, or
+        to ``window - 1`` for shorter windows.
     quantiles : iterable of float, default=(0.01, 0.05, 0.95, 0.99)
     classifier : sklearn classifier, default=None
         Cloned before use; ``None`` for the default.
@@ -682,8 +685,8 @@ def stylized_facts(
         of the accuracy's 95 % chance band, ``2 * sqrt(0.25 / n)``.
     """
     real, synthetic = _as_windows(real, synthetic)
-    lags = [int(k) for k in lags]
     window = real.shape[1]
+    lags = list(range(1, min(11, window))) if lags is None else [int(k) for k in lags]
     if any(k < 1 or k >= window for k in lags):
         raise DataError(f"lags must lie between 1 and window - 1 = {window - 1}; got {lags}.")
     rows = []
@@ -809,14 +812,22 @@ def _as_windows(real, synthetic) -> tuple[np.ndarray, np.ndarray]:
         if a.ndim != 3:
             raise DataError(f"{name} must have shape (n, window, n_assets); got {a.shape}.")
     window = next(iter(given.values())).shape[1]
+    real_frame = real if isinstance(real, pd.DataFrame) else None
+    synthetic_frame = synthetic if isinstance(synthetic, pd.DataFrame) else None
     real = given["real"] if "real" in given else return_windows(real, window)
     synthetic = given["synthetic"] if "synthetic" in given else return_windows(synthetic, window)
     if real.shape[1:] != synthetic.shape[1:]:
         raise DataError(f"real windows have shape {real.shape[1:]} and synthetic {synthetic.shape[1:]}; "
                         "they must match (window, n_assets).")
+    frames = {"real": real_frame, "synthetic": synthetic_frame}
     for name, a in (("real", real), ("synthetic", synthetic)):
         if len(a) < 2 or not np.isfinite(a).all():
-            raise DataError(f"{name} needs at least 2 windows and no NaN or infinite values; got {len(a)} windows.")
+            cut = ""
+            if frames[name] is not None:  # windows cut from daily returns: those with a gap were dropped
+                cut = (f" Of the {len(frames[name]) // window} windows of {window} days in its daily returns, "
+                       f"{len(a)} have no missing value: drop the assets or dates with gaps, or fill them.")
+            raise DataError(f"{name} needs at least 2 windows and no NaN or infinite values; got {len(a)} "
+                            f"windows.{cut}")
     return real, synthetic
 
 

@@ -1087,6 +1087,10 @@ def elbo_scorer(estimator: FinVAE, X, y=None) -> float:
 
 def _seed(random_state) -> int | None:
     """An int seed for torch from sklearn's random_state (None, int or RandomState)."""
-    if random_state is None or isinstance(random_state, Integral):
+    if random_state is None or (isinstance(random_state, Integral) and not isinstance(random_state, bool)):
         return random_state
-    return int(random_state.randint(2**31 - 1))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31 - 1))
+    raise DataError(f"random_state must be None, an int, or a numpy RandomState or Generator; got {random_state!r}.")

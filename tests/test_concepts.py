@@ -182,6 +182,16 @@ def test_stress_scenarios_reject_bad_input(fitted):
         stress_scenarios(model, returns.to_numpy(), [1.0, 0.0])
 
 
+def test_stress_scenarios_read_a_plain_at_in_the_returns_time_zone(fitted):
+    model, returns = fitted
+    at = returns.index[300]
+    plain = stress_scenarios(model, returns, [1.0, 0.0], at=str(at.date()))
+    zoned = stress_scenarios(model, returns.tz_localize("UTC"), [1.0, 0.0], at=str(at.date()))
+    np.testing.assert_array_equal(zoned.pnl.to_numpy(), plain.pnl.to_numpy())
+    with pytest.raises(DataError, match=r"at=.* 16:00:00 is not a date of returns. The last date before it is"):
+        stress_scenarios(model, returns, [1.0, 0.0], at=f"{at.date()} 16:00")
+
+
 # ------------------------------------------------------------------ sampling and stylized facts
 
 
@@ -190,6 +200,11 @@ def test_sampling_is_seeded(fitted):
     np.testing.assert_array_equal(model.sample(3, random_state=0), model.sample(3, random_state=0))
     assert not np.allclose(model.sample(3, random_state=0), model.sample(3, random_state=1))
     assert model.sample(3, random_state=0).shape == (3, WINDOW, 4)
+    for dynamics in (None, False):  # a numpy Generator seeds both priors
+        first = model.sample(3, random_state=np.random.default_rng(0), dynamics=dynamics)
+        np.testing.assert_array_equal(first, model.sample(3, random_state=np.random.default_rng(0), dynamics=dynamics))
+    with pytest.raises(DataError, match="random_state must be None, an int"):
+        model.sample(3, random_state="x", dynamics=False)
 
 
 def test_stylized_facts_match_hand_computed_values():
@@ -244,3 +259,14 @@ def test_stylized_facts_cuts_a_returns_frame_into_windows_and_rejects_mismatches
         stylized_facts(returns, returns)
     with pytest.raises(DataError, match="lags"):
         stylized_facts(windows, windows, lags=[WINDOW], cv=0)
+    default = stylized_facts(windows, windows, cv=0)  # windows of 5 days: lags 1-4, not 1-10
+    assert default["fact"].str.startswith("acf |r| lag").sum() == WINDOW - 1
+    for bad in (0, -3, 2.5):
+        with pytest.raises(DataError, match="window must be a whole number of days"):
+            return_windows(returns, bad)
+    with pytest.raises(DataError, match="stride must be a whole number of days"):
+        return_windows(returns, WINDOW, stride=0)
+    gappy = returns.copy()
+    gappy.iloc[::4, 0] = np.nan  # a gap in every window
+    with pytest.raises(DataError, match=r"Of the 20 windows of 5 days in its daily returns, 0 have no missing value"):
+        stylized_facts(gappy, windows, cv=0)

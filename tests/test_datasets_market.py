@@ -293,6 +293,48 @@ def test_load_returns_errors_name_the_problem(text, match):
         load_returns(io.StringIO(text), assume="prices")
 
 
+def test_load_returns_reads_spreadsheet_exports_and_drops_empty_columns_and_rows():
+    """Semicolons with decimal commas, quoted thousands separators, a trailing comma, calendar days."""
+    prices = load_sp500_sample().iloc[:40, :3]
+    expected = prices_to_returns(prices, stale_days=None)
+    texts = {
+        "semicolon, decimal comma": prices.to_csv(sep=";", decimal=","),
+        "semicolon": prices.to_csv(sep=";"),
+        "thousands": (prices * 100).map(lambda x: f"{x:,.4f}").to_csv(),
+        "trailing comma": "\n".join(line + "," for line in prices.to_csv().splitlines()),
+    }
+    for name, text in texts.items():
+        loaded = load_returns(io.StringIO(text), assume="prices")
+        scale = 100 if name == "thousands" else 1
+        np.testing.assert_allclose(loaded.to_numpy(), prices_to_returns(prices * scale, stale_days=None).to_numpy(),
+                                   err_msg=name)
+        assert list(loaded.columns) == list(prices.columns), name
+    calendar = prices.asfreq("D")  # weekends as empty rows
+    with pytest.warns(UserWarning, match=r"date\(s\) without a value for any asset .* weekends or holidays"):
+        loaded = load_returns(io.StringIO(calendar.to_csv()), assume="prices")
+    pd.testing.assert_frame_equal(loaded, expected, check_freq=False, check_names=False)
+
+
+def test_load_returns_reads_dates_pandas_would_misread():
+    values = "\n".join(f"{d},{100 + i}" for i, d in enumerate(
+        ["01/11/2022", "02/11/2022", "03/11/2022", "04/11/2022", "07/11/2022"]))
+    with pytest.warns(UserWarning, match=r"read day first \(dd/mm/yyyy\)"):
+        day_first = load_returns(io.StringIO("Date,A\n" + values), assume="prices")
+    assert [str(d.date()) for d in day_first.index] == ["2022-11-02", "2022-11-03", "2022-11-04", "2022-11-07"]
+    summer = "Date,A\n2022-11-03 00:00:00-04:00,100\n2022-11-04 00:00:00-04:00,101\n2022-11-07 00:00:00-05:00,102\n"
+    with pytest.warns(UserWarning, match="more than one UTC offset"):
+        local = load_returns(io.StringIO(summer), assume="prices")
+    assert [str(d) for d in local.index] == ["2022-11-04 00:00:00", "2022-11-07 00:00:00"]
+    with pytest.raises(DataError, match=r"mixes date formats \('10/03/2022' in row 0, '2022-10-04' in row 1\)"):
+        load_returns(io.StringIO("Date,A\n10/03/2022,100\n2022-10-04,101\n"), assume="prices")
+
+
+def test_load_returns_warns_of_returns_in_percent():
+    returns = prices_to_returns(load_sp500_sample().iloc[:100, :3], stale_days=None) * 100
+    with pytest.warns(UserWarning, match="are they in percent"):
+        load_returns(io.StringIO(returns.to_csv()), assume="returns")
+
+
 def test_load_returns_parquet_without_pyarrow_says_what_to_install(tmp_path):
     try:
         import pyarrow  # noqa: F401

@@ -390,6 +390,15 @@ def load_returns(
     Prices go through :func:`prices_to_returns` (missing prices stay missing,
     see there); returns are used as they are (NaN stays NaN).
 
+    Spreadsheet exports read as they are: ``;``-separated files (with decimal
+    commas where the cells have them), quoted thousands separators
+    (``"14,680.00"``), and a trailing separator on every line (its empty
+    column is dropped). Dates that carry two UTC offsets (a zone with summer
+    time) are read as local dates; ``dd/mm/yyyy`` dates are told from
+    ``mm/dd/yyyy`` by which reading moves by days from row to row. Dates on
+    which no asset has a value (weekends, holidays) are dropped, so that a
+    window counts trading days.
+
     Parameters
     ----------
     path_or_buffer : str, path or file-like
@@ -420,7 +429,10 @@ def load_returns(
     -----
     UserWarning
         With ``assume="auto"``, saying whether prices or returns were assumed
-        and why. Also the stale-price warning of :func:`prices_to_returns`.
+        and why. Also the stale-price warning of :func:`prices_to_returns`;
+        when dates were read day first, or in their local time from two UTC
+        offsets; when empty dates were dropped; and when returns look like
+        percentages (a typical move of 10 % a day or more).
 
     Examples
     --------
@@ -435,6 +447,12 @@ def load_returns(
     source = _describe(path_or_buffer)
     frame = _set_date_index(_read_table(path_or_buffer, source), source)
     frame = _numeric_frame(frame, source)
+    empty = frame.isna().all(axis=1)
+    if empty.any() and not empty.all():  # weekends and holidays in a file of calendar days
+        warnings.warn(f"load_returns: {source} has {int(empty.sum())} date(s) without a value for any asset (e.g. "
+                      f"{_label(frame.index[empty][0])}: weekends or holidays?); they are dropped, so that a window "
+                      "counts trading days.", UserWarning, stacklevel=2)
+        frame = frame.loc[~empty]
     holds = assume
     if assume == "auto":
         holds = "prices" if looks_like_prices(frame) else "returns"
@@ -452,6 +470,11 @@ def load_returns(
         )
     if holds == "prices":
         return prices_to_returns(frame, kind=kind)
+    finite = np.abs(frame.to_numpy()[np.isfinite(frame.to_numpy())])
+    if finite.size and np.median(finite) >= 0.1:  # a typical day of 10 % or more: no asset moves like that
+        warnings.warn(f"load_returns: {source}'s returns have a median absolute value of {np.median(finite):.3g}, "
+                      "a typical move of 10 % a day or more: are they in percent? Divide them by 100 (finvae "
+                      "reads 0.01 as 1 %).", UserWarning, stacklevel=2)
     return frame
 
 
@@ -481,14 +504,84 @@ def _read_table(path_or_buffer, source: str) -> pd.DataFrame:
                 f"Reading the parquet file {source} needs pyarrow (or fastparquet), which is not installed. "
                 "Install it with `pip install pyarrow`, or save the data as CSV."
             ) from exc
+    seekable = hasattr(path_or_buffer, "seek") and hasattr(path_or_buffer, "tell")
+    start = path_or_buffer.tell() if seekable else None
+    options: dict = {}
     try:
-        return pd.read_csv(path_or_buffer)
+        frame = pd.read_csv(path_or_buffer)
+        # A spreadsheet's export in a decimal-comma locale: "Date;AAPL;MSFT" with "1,5" in the cells. Read again
+        # with what the file shows (a file-like object only if it can go back to its start).
+        header = str(frame.columns[0]) if len(frame.columns) == 1 else ""
+        if ";" in header or "\t" in header:
+            options["sep"] = ";" if ";" in header else "\t"
+        if _text_columns_match(frame, r"-?\d{1,3}(,\d{3})+(\.\d+)?"):
+            options["thousands"] = ","
+        if options and (start is not None or not seekable):
+            if seekable:
+                path_or_buffer.seek(start)
+            frame = pd.read_csv(path_or_buffer, **options)
+            if options.get("sep") and _text_columns_match(frame, r"-?\d+,\d+"):
+                if seekable:
+                    path_or_buffer.seek(start)
+                frame = pd.read_csv(path_or_buffer, **options, decimal=",")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"Could not read {source} as CSV: {exc}. Pass a CSV or parquet file of dates × assets.") \
             from exc
+    # A trailing separator on every line makes an empty, unnamed column: not an asset.
+    empty = [c for c in frame.columns if str(c).startswith("Unnamed: ") and frame[c].isna().all()]
+    return frame.drop(columns=empty)
+
+
+def _text_columns_match(frame: pd.DataFrame, pattern: str) -> bool:
+    """Whether some text column (not the first: the dates) holds only values that fully match ``pattern``."""
+    for column in frame.columns[1:]:
+        values = frame[column].dropna()
+        if values.size and (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            if values.astype(str).str.strip().str.fullmatch(pattern).all():
+                return True
+    return False
 
 
 _DATE_NAMES = ("date", "datetime", "timestamp", "time")
+
+
+def _parse_dates(raw: pd.Series, source: str, column) -> pd.Series:
+    """The dates of ``raw`` (NaT where a value is no date), with two readings pandas gets wrong made right.
+
+    - Offsets that change within the column (a time zone with summer time, ``-04:00`` then ``-05:00``): each
+      date is read in its own offset and kept as its local date and time, with a warning.
+    - ``dd/mm/yyyy`` against ``mm/dd/yyyy``: where both readings are valid, the one whose consecutive rows are
+      closer in time (daily data move by days, not by months) is taken; a day-first reading is reported.
+    """
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        return raw
+    text = raw.astype("string").str.strip()
+    try:
+        dates = pd.Series(pd.to_datetime(raw, errors="coerce"), index=raw.index)
+    except (ValueError, TypeError):  # pandas refuses a column of several UTC offsets
+        stamps = [pd.to_datetime(value, errors="coerce") if isinstance(value, str) else pd.NaT for value in raw]
+        dates = pd.Series([s.tz_localize(None) if not pd.isna(s) and s.tzinfo else s for s in stamps],
+                          index=raw.index, dtype="datetime64[ns]")
+        warnings.warn(f"{source}: the dates in column {column!r} carry more than one UTC offset (a time zone with "
+                      "summer time); each is read as its local date and time, without the zone.", UserWarning,
+                      stacklevel=4)
+        return dates
+    slashed = text.str.fullmatch(r"\d{1,2}/\d{1,2}/\d{4}").fillna(False)
+    if len(text) > 1 and slashed.all():
+        month_first = pd.to_datetime(text, format="%m/%d/%Y", errors="coerce")
+        day_first = pd.to_datetime(text, format="%d/%m/%Y", errors="coerce")
+        if month_first.notna().all() and day_first.notna().all():
+            def typical_step(d: pd.Series) -> float:
+                return float(np.median(np.abs(np.diff(d.to_numpy()).astype("timedelta64[s]").astype(float))))
+            if typical_step(day_first) < typical_step(month_first):
+                warnings.warn(f"{source}: the dates in column {column!r} (such as {raw.iloc[0]!r}) are read day "
+                              "first (dd/mm/yyyy): the reading in which consecutive rows are days apart, not "
+                              "months. Write dates as YYYY-MM-DD to leave no doubt.", UserWarning, stacklevel=4)
+                return pd.Series(day_first, index=raw.index)
+            return pd.Series(month_first, index=raw.index)
+        if day_first.notna().all():
+            return pd.Series(day_first, index=raw.index)
+    return dates
 
 
 def _set_date_index(frame: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -508,10 +601,16 @@ def _set_date_index(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     raw = frame[column]
     if raw.empty:
         raise DataError(f"{source} has a header but no rows of data: nothing to read. Pass a file with prices.")
-    dates = pd.to_datetime(raw, errors="coerce")
+    dates = _parse_dates(raw, source, column)
     bad = dates.isna() & raw.notna()
     if dates.isna().all() or bad.any():
         rows = [f"row {i} ({raw.iloc[i]!r})" for i in np.flatnonzero(bad.to_numpy())]
+        first_bad = raw[bad].iloc[0] if bad.any() else None
+        if first_bad is not None and not pd.isna(pd.to_datetime(str(first_bad), errors="coerce")):
+            raise DataError(  # each parses alone: pandas read the whole column in the first row's format
+                f"{source}: column {column!r} mixes date formats ({raw.iloc[0]!r} in row 0, {first_bad!r} in "
+                f"{rows[0].split(' (')[0]}). Write every date in one format, e.g. YYYY-MM-DD."
+            )
         raise DataError(
             f"{source}: column {column!r}, used as the dates, holds values that are not dates: "
             f"{_first(rows) if rows else 'all of them'}. Fix them, or name the date column 'Date'."
