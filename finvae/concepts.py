@@ -31,6 +31,12 @@ Examples
 >>> crisis = concept_vector(model, returns, (returns.index >= "2008-09") & (returns.index < "2009-04"))
 >>> scenarios = stress_scenarios(model, returns, crisis, at="2019-12-31")
 >>> scenarios.pnl["portfolio"]    # one row per strength
+strength
+0.0    0.037940
+1.0    0.012784
+2.0   -0.011687
+3.0   -0.035493
+Name: portfolio, dtype: float64
 """
 
 from __future__ import annotations

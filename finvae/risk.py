@@ -323,7 +323,8 @@ def covariance_forecasts(model, X, *, horizon: int = 1, dates=None) -> pd.DataFr
     >>> returns = prices_to_returns(load_sp500_sample())
     >>> model = FinVAE(random_state=0, verbose=0).fit(returns.loc[:"2012"])
     >>> covs = covariance_forecasts(model, returns.loc[:"2022"], horizon=21)
-    >>> covs.loc["2020-03-16"]                   # assets x assets, for the next 21 days
+    >>> covs.loc["2020-03-16"].shape             # assets x assets, for the next 21 days
+    (20, 20)
     """
     horizon = _check_horizon(horizon)
     parts_index = getattr(X, "index", None) if isinstance(X, pd.DataFrame) else None

@@ -244,10 +244,10 @@ def prices_to_returns(
     >>> prices = pd.DataFrame({"A": [100.0, 110.0, None, 121.0], "B": [None, 50.0, 55.0, 55.0]},
     ...                       index=pd.date_range("2024-01-01", periods=4))
     >>> prices_to_returns(prices, kind="simple").round(3)
-                   A    B
-    2024-01-02  0.10  NaN
-    2024-01-03   NaN  0.1
-    2024-01-04  0.10  0.0
+                  A    B
+    2024-01-02  0.1  NaN
+    2024-01-03  NaN  0.1
+    2024-01-04  0.1  0.0
     """
     if kind not in ("log", "simple"):
         raise ValueError(f"kind must be 'log' or 'simple', got {kind!r}.")

@@ -271,7 +271,7 @@ def load_mnist(
     Examples
     --------
     >>> (x_train, y_train), (x_test, y_test) = load_mnist()  # doctest: +SKIP
-    >>> x_train.shape, x_train.dtype
+    >>> x_train.shape, x_train.dtype  # doctest: +SKIP
     ((60000, 1, 28, 28), dtype('float32'))
     """
     if data_dir is None:
