@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Protocol
 
 import pandas as pd
@@ -134,12 +135,12 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         def whole(name: str, least: int) -> None:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
                 raise ValueError(f"{name} must be an integer ≥ {least}; got {value!r}.")
 
         def number(name: str, least: float, *, above: bool = False, most: float | None = None) -> None:
             value = getattr(self, name)
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
             ok = ok and (value > least if above else value >= least) and (most is None or value < most)
             if not ok:
                 bound = f"> {least:g}" if above else f"≥ {least:g}"
@@ -149,7 +150,7 @@ class TrainingConfig:
         whole("epochs", 1)
         whole("batch_size", 1)
         whole("kl_warmup", 0)
-        if not isinstance(self.verbose, int) or self.verbose < 0:  # True/False are 1/0 here
+        if not isinstance(self.verbose, Integral) or self.verbose < 0:  # True/False are 1/0 here
             raise ValueError(f"verbose must be 0, 1 or 2; got {self.verbose!r}.")
         number("lr", 0.0, above=True)
         number("weight_decay", 0.0)
