@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["atomic_folder", "atomic_path", "write_csv", "write_text"]
+__all__ = ["atomic_folder", "atomic_path", "remove_leftovers", "write_csv", "write_text"]
 
 
 def _read_umask() -> int:
@@ -103,3 +103,25 @@ def write_csv(frame: pd.DataFrame | pd.Series, path: str | os.PathLike, **to_csv
     with atomic_path(path) as temporary:
         frame.to_csv(temporary, **to_csv)
     return Path(path)
+
+
+def remove_leftovers(folder: str | os.PathLike, names: list[str]) -> int:
+    """Delete the temporary files that :func:`atomic_path` left beside each of ``names`` in ``folder``.
+
+    A process killed outright (SIGKILL, a power cut) cannot remove its temporary file; the next run that
+    writes the same file calls this once it is done. Returns how many were removed.
+    """
+    removed = 0
+    for name in names:
+        target = Path(name)
+        for leftover in Path(folder).glob(f".{glob_escape(target.name)}.*.tmp{glob_escape(target.suffix)}"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with glob's special characters taken literally."""
+    import glob
+
+    return glob.escape(text)

@@ -176,6 +176,8 @@ class BlockStore:
         try:
             with open(path, encoding="utf-8") as file:
                 saved = json.load(file)
+            if not isinstance(saved, dict):
+                raise ValueError(f"it holds a JSON {type(saved).__name__}, not a block's object")
             if saved.get("key") != key or len(saved["scores"]) != n_scored:
                 raise ValueError("its key or number of scores does not match its name")
             scores = np.array([_decode(x) for x in saved["scores"]], dtype=np.float64)
@@ -242,6 +244,11 @@ def fit_or_load(directory, estimator, X: pd.DataFrame):
         except Exception as exc:  # a damaged folder costs a refit, never the run
             warnings.warn(f"Ignoring the damaged checkpoint {folder} ({exc}); the model is refitted.", stacklevel=2)
     model = clone(estimator).fit(X)
-    with atomic_folder(folder) as staging:
-        model.save(staging)
+    try:
+        with atomic_folder(folder) as staging:
+            model.save(staging)
+    except OSError:
+        if not (folder / "finvae.json").is_file():
+            raise
+        # Another run with the same key (same estimator, parameters and data) saved the same model first.
     return model, False

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finvae._atomic import atomic_path, write_csv
+from finvae._atomic import atomic_path, remove_leftovers, write_csv
 from finvae._checkpoint import fit_or_load, writable_folder
 from finvae._cluster import check_scheduler, dask_backend
 from finvae._exceptions import DataError
@@ -320,6 +320,7 @@ def run_main_job(
                     vol_halflife=vol_halflife, hold=hold, exposure_when_flagged=exposure_when_flagged,
                     cost_bps=cost_bps, figures=figures)
     files.append(write_report(result, out, settings, contributions=shares.loc[scored]))  # report.html, last
+    remove_leftovers(out, [path.name for path in files])  # temporary files of an earlier run that was killed
     say(f"Done. Wrote {len(files)} files to {out}/.")
     return result
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -508,6 +509,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         returns = prices_to_returns(load_sp500_sample(), stale_days=None)
     if args.end is not None:
         returns = _between(returns, None, args.end, args.prices_csv or "the data")
+    if args.scheduler:  # a lost scheduler ends in finvae's one line, not in dask's logged tracebacks before it
+        import logging
+
+        from finvae._cluster import import_distributed
+
+        import_distributed()  # dask sets its loggers' levels when imported: quieten them after that
+        for name in [n for n in logging.root.manager.loggerDict if n.startswith("distributed")] + ["distributed"]:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     result = run_main_job(returns, out_dir=args.out, start=str(args.start.date()), window=args.window,
                           latent_dim=args.latent_dim, epochs=args.epochs, refit_every=args.refit_every,
                           n_jobs=args.n_jobs, random_state=args.seed, signal=args.signal,
@@ -560,6 +569,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     0
     """
     args = build_parser().parse_args(argv)
+    # A plain kill (SIGTERM, as `timeout` and batch systems' time limits send) unwinds like an error, so that
+    # the atomic writes remove their temporary files on the way out.
+    try:
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # restores the global warning display on the way out
         warnings.showwarning = _print_warning
         try:

@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import pytest
 
-from finvae._atomic import UMASK, atomic_path, write_csv, write_text
+from finvae._atomic import UMASK, atomic_path, remove_leftovers, write_csv, write_text
 
 
 def test_write_text_replaces_the_file_and_leaves_nothing_else(tmp_path):
@@ -64,3 +64,12 @@ def test_atomic_folder_replaces_a_folder_whole_or_not_at_all(tmp_path):
     assert [p.name for p in target.iterdir()] == ["new.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging or old folder left
     assert target.stat().st_mode & 0o777 == 0o777 & ~UMASK
+
+
+def test_remove_leftovers_deletes_only_the_temporary_files_of_the_names_given(tmp_path):
+    for name in (".scores.csv.ab12cd.tmp.csv", ".scores.csv.ef34gh.tmp.csv", ".flags.csv.ij56kl.tmp.csv",
+                 "scores.csv", ".scores.csv.notes"):
+        (tmp_path / name).write_text("x")
+    assert remove_leftovers(tmp_path, ["scores.csv"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".flags.csv.ij56kl.tmp.csv", ".scores.csv.notes",
+                                                         "scores.csv"]

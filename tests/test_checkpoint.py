@@ -170,6 +170,10 @@ def test_a_damaged_block_file_is_refitted_with_a_warning(tmp_path):
         assert fits(lambda: again.update(wf=walk_forward(Counted(), r, checkpoint_dir=tmp_path, **FAST))) == 1
     pd.testing.assert_frame_equal(again["wf"], clean)
     assert json.loads(damaged.read_text())["key"] in damaged.name  # rewritten whole
+    for content in ("null", "[]"):  # valid JSON, but not a block
+        damaged.write_text(content)
+        with pytest.warns(UserWarning, match=r"damaged checkpoint file .*not a block's object"):
+            pd.testing.assert_frame_equal(walk_forward(Counted(), r, checkpoint_dir=tmp_path, **FAST), clean)
 
 
 def test_the_caller_returns_are_not_modified_and_the_folder_is_created(tmp_path):

@@ -132,3 +132,27 @@ def test_runs_as_a_program(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert out.read_text().startswith("Date,AAPL,AMD,")
+
+
+def test_a_plain_kill_unwinds_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """SIGTERM (`timeout`, a batch system's time limit) mid-write: exit 128 + 15, and the temporary file is gone."""
+    import os
+    import signal
+    import time
+
+    import finvae.cli as cli
+    from finvae._atomic import atomic_path
+
+    def killed_mid_write(args):
+        with atomic_path(tmp_path / "prices.csv") as temporary:
+            temporary.write_text("Date,A\n")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler interrupts this
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_data_sample", killed_mid_write)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        main(["data", "sample"])
+    assert stop.value.code == 128 + signal.SIGTERM and list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -80,6 +80,35 @@ def test_dask_backend_names_an_unreachable_scheduler():
             pass
 
 
+@pytest.mark.parametrize("greeting", [b"SSH-2.0-OpenSSH_9.6\r\n" * 4, None], ids=["other-service", "silent"])
+def test_something_else_listening_is_not_taken_for_a_scheduler(greeting):
+    """A mistyped port where another service answers (or nothing ever does): one clear error, within the timeout."""
+    pytest.importorskip("distributed")
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held = []
+
+    def serve():
+        connection, _ = server.accept()
+        held.append(connection)
+        if greeting:
+            connection.sendall(greeting)
+
+    threading.Thread(target=serve, daemon=True).start()
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    began = time.perf_counter()
+    with pytest.raises(DataError, match=f"(Cannot reach a|No) Dask scheduler .*{address}"):
+        with dask_backend(address, timeout=2):
+            pass
+    assert time.perf_counter() - began < 10
+    server.close()
+
+
 def test_finvae_run_on_a_scheduler_with_a_checkpoint_resumes(cluster, tmp_path, capsys):
     from finvae.datasets import load_sp500_sample
 

@@ -306,3 +306,11 @@ def test_run_main_job_checks_refit_every_first_and_takes_start_none(tmp_path, mo
         run_main_job(returns, out_dir=tmp_path, refit_every=0)
     with pytest.raises(DataError, match="Nothing to score.*row 756"):  # None: from min_train, not past the end
         run_main_job(returns, out_dir=tmp_path, start=None)
+
+
+def test_a_run_removes_the_temporary_files_a_killed_run_left(tmp_path):
+    returns = prices_to_returns(load_sp500_sample(), stale_days=None).loc["2014":"2017", ["AAPL", "KO", "XOM"]]
+    (tmp_path / ".scores.csv.x1y2z3.tmp.csv").write_text("half a file")  # as SIGKILL leaves it
+    run_main_job(returns, out_dir=tmp_path, start="2017-01-01", min_train=500, epochs=1, refit_every=250, n_jobs=1,
+                 figures=False, verbose=0)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
