@@ -247,8 +247,8 @@ def fit_or_load(directory, estimator, X: pd.DataFrame):
     try:
         with atomic_folder(folder) as staging:
             model.save(staging)
-    except OSError:
+    except OSError as exc:  # e.g. another run with the same key saving the same model at the same moment
         if not (folder / "finvae.json").is_file():
-            raise
-        # Another run with the same key (same estimator, parameters and data) saved the same model first.
+            warnings.warn(f"Could not save the model to the checkpoint {folder} ({exc}); the run goes on, and a "
+                          "re-run fits it again.", stacklevel=2)
     return model, False

@@ -271,3 +271,24 @@ def test_fit_or_load_refits_for_other_data_or_settings_and_after_damage(tmp_path
     with pytest.warns(UserWarning, match="damaged checkpoint"):
         assert not fit_or_load(tmp_path, estimator, returns)[1]
     assert fit_or_load(tmp_path, estimator, returns)[1]  # saved again, whole
+
+
+def test_fit_or_load_goes_on_when_the_model_cannot_be_saved(tmp_path, monkeypatch):
+    """Saving the reference model is a convenience: a failure (a race with a twin run, a full disk) warns only."""
+    import contextlib
+
+    import finvae._checkpoint as checkpoint
+    from finvae import FinVAE
+    from finvae._checkpoint import fit_or_load
+
+    @contextlib.contextmanager
+    def failing_folder(path):
+        raise OSError(39, "Directory not empty")
+        yield
+
+    monkeypatch.setattr(checkpoint, "atomic_folder", failing_folder)
+    returns = market()
+    with pytest.warns(UserWarning, match="Could not save the model to the checkpoint"):
+        model, reused = fit_or_load(tmp_path, FinVAE(window=5, hidden=8, epochs=1, random_state=0, verbose=0),
+                                    returns)
+    assert not reused and hasattr(model, "threshold_")
