@@ -263,7 +263,7 @@ def part_surprises(statistics: dict[str, np.ndarray], calibration: dict[str, dic
 
 
 def combine(surprises: dict[str, np.ndarray]) -> np.ndarray:
-    """The score: the largest of the parts (4.6 nats: about as rare as the top 1 % of training days)."""
+    """The score: the largest of the parts (4.6 nats on one part: a 1-in-100 training day for that part)."""
     return np.max([surprises[name] for name in SCORE_PARTS], axis=0)
 
 
