@@ -151,6 +151,8 @@ def _check_weights(weights, model, n_assets: int) -> np.ndarray:
         raise DataError(
             f"weights must be finite; NaN or inf for {bad[:5]}. Give every asset a weight (0 to leave it out)."
         )
+    if not values.any():
+        raise DataError("weights are all zero: an empty portfolio has no risk to forecast. Give some asset a weight.")
     return values
 
 
@@ -158,7 +160,10 @@ def _positions(index, dates, n_days: int) -> np.ndarray:
     if dates is None:
         return np.arange(n_days)
     if index is None:
-        positions = np.asarray(dates, dtype=np.intp).ravel()
+        given = np.asarray(dates).ravel()
+        if given.size and not np.all(np.equal(np.mod(given.astype(np.float64), 1), 0)):
+            raise DataError(f"dates must be whole row positions for array input; got {given[:3].tolist()}.")
+        positions = given.astype(np.intp)
         if positions.size and (positions.min() < 0 or positions.max() >= n_days):
             raise DataError(f"dates must be row positions 0 .. {n_days - 1} for array input.")
         return positions
@@ -197,6 +202,7 @@ class _Parts:
         self.f[ends] = decoded.numpy().astype(np.float64)
         self.scored = np.zeros(self.n_days, dtype=bool)
         self.scored[ends] = True
+        self.moved = observed & (values != 0)  # a real move: not missing, not a stale price's zero
         # The volatilities for the day after each date.
         scales = [s.astype(np.float64) for _, s in model._next_day_scales(values)]
         halflives = model._vol_halflives()
@@ -251,12 +257,19 @@ class _Parts:
         """Each date's regime multiplier of the covariance: the EWMA of past one-day Mahalanobis ratios."""
         if self._regime is None:
             ratio = np.full(self.n_days, np.nan)
+            # An asset enters the check once it has moved on MIN_DAYS scored days of the lookback: before a late
+            # listing, or through a run of stale prices, its second moment is near 0, and its first real move
+            # would read as a regime change of every asset.
+            moves = np.concatenate([np.zeros((1, self.n_assets)), np.cumsum(self.moved & self.scored[:, None], 0)])
             for s in range(self.n_days - 1):
                 part = self.correlation_part(s)
                 if part is not None and self.scored[s + 1]:
-                    x = self.x[s + 1]
+                    seen = (moves[s + 1] - moves[max(0, s - LOOKBACK + 1)]) >= MIN_DAYS
+                    if not seen.any():
+                        continue
+                    x = self.x[s + 1, seen]
                     try:
-                        ratio[s] = float(x @ np.linalg.solve(part, x)) / self.n_assets
+                        ratio[s] = float(x @ np.linalg.solve(part[np.ix_(seen, seen)], x)) / int(seen.sum())
                     except np.linalg.LinAlgError:
                         pass
             valid = np.flatnonzero(np.isfinite(ratio))
@@ -356,8 +369,20 @@ def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.n
     check_is_fitted(model)
     alpha, horizon = _check_alpha(alpha), _check_horizon(horizon)
     w = _check_weights(weights, model, int(model.n_features_in_))
-    parts = _Parts(model, X)
     values = X.to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=np.float64)
+    if values.ndim == 2 and horizon >= len(values):
+        raise DataError(f"horizon={horizon} days is not shorter than X ({len(values)} days): no {horizon}-day "
+                        "outcome can be seen to calibrate the VaR. Pass a shorter horizon or a longer history.")
+    empty = values.ndim == 2 and np.isnan(values).all(axis=1)
+    if np.any(empty) and not np.all(empty):
+        # A date on which no asset has a return (a holiday in a merged calendar) is no trading day: left out,
+        # it neither counts as a zero outcome nor separates a forecast from the next day's outcome.
+        kept = X.iloc[~empty] if isinstance(X, pd.DataFrame) else values[~empty]
+        var_kept, es_kept, _ = _portfolio_tail(model, kept, alpha, weights, horizon)
+        var, es = np.full(len(values), np.nan), np.full(len(values), np.nan)
+        var[~empty], es[~empty] = var_kept, es_kept
+        return var, es, X.index if isinstance(X, pd.DataFrame) else None
+    parts = _Parts(model, X)
     n = parts.n_days
     daily_var = np.full((n, horizon), np.nan)  # the portfolio's variance on each day of the horizon
     for t in range(n):

@@ -253,3 +253,31 @@ def test_forecast_dates_as_one_string_or_in_a_time_zone(model, returns):
     np.testing.assert_array_equal(positions.to_numpy(), expected.to_numpy())
     with pytest.raises(DataError, match="not dates of X"):
         covariance_forecasts(model, returns, dates=["1999-01-04"])
+
+
+def test_a_late_listing_does_not_read_as_a_regime_change_of_every_asset(model, returns):
+    """Before a listing an asset's second moment is ~0: its first moves must not inflate the others' risk."""
+    late = returns.copy()
+    late.iloc[:300, 0] = np.nan  # AAA lists on row 300
+    day = returns.index[330]
+    full = np.diag(model.covariance(returns.loc[:day]).to_numpy())
+    listed = np.diag(model.covariance(late.loc[:day]).to_numpy())
+    np.testing.assert_allclose(listed[1:], full[1:], rtol=0.5)  # the others: as without the gap, not several times
+
+
+def test_dates_without_any_return_are_left_out_of_var(model, returns):
+    """A holiday row (no asset has a return) is no trading day: it changes no VaR and gets none."""
+    with_holidays = pd.concat([returns, pd.DataFrame(np.nan, index=returns.index[[300, 340]] + pd.Timedelta(hours=12),
+                                                     columns=returns.columns)]).sort_index()
+    var = model.value_at_risk(with_holidays)
+    assert var.index.equals(with_holidays.index) and var[with_holidays.isna().all(axis=1)].isna().all()
+    pd.testing.assert_series_equal(var.loc[returns.index], model.value_at_risk(returns), check_freq=False)
+
+
+def test_risk_refuses_an_empty_portfolio_a_horizon_past_the_data_and_fractional_rows(model, returns):
+    with pytest.raises(DataError, match="weights are all zero"):
+        model.value_at_risk(returns, weights=np.zeros(len(ASSETS)))
+    with pytest.raises(DataError, match=f"horizon={len(returns)} days is not shorter than X"):
+        model.value_at_risk(returns, horizon=len(returns))
+    with pytest.raises(DataError, match="whole row positions"):
+        covariance_forecasts(model, returns.to_numpy(), dates=[300.5])
