@@ -11,6 +11,7 @@ was (or no file), never half a file; the temporary file is removed.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -114,14 +115,7 @@ def remove_leftovers(folder: str | os.PathLike, names: list[str]) -> int:
     removed = 0
     for name in names:
         target = Path(name)
-        for leftover in Path(folder).glob(f".{glob_escape(target.name)}.*.tmp{glob_escape(target.suffix)}"):
+        for leftover in Path(folder).glob(f".{glob.escape(target.name)}.*.tmp{glob.escape(target.suffix)}"):
             leftover.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with glob's special characters taken literally."""
-    import glob
-
-    return glob.escape(text)
