@@ -266,22 +266,25 @@ def plot_asset_contributions(
     scores = _series(scores, "scores")
     if int(top) != top or top < 1:
         raise ValueError(f"top must be a positive integer; got {top!r}.")
+    if int(n_assets) != n_assets or not 1 <= n_assets <= 20:
+        raise ValueError(f"n_assets must be an integer from 1 to 20 (colours told apart); got {n_assets!r}.")
     usable = scores.dropna().index.intersection(shares.dropna(how="all").index)
     if len(usable) == 0:
         raise DataError("scores and shares have no dates with values in common; pass the same dates.")
     days = scores.loc[usable].sort_values(ascending=False).index[: int(top)]
     table = shares.loc[days].fillna(0.0)
-    leaders = table.sum().sort_values(ascending=False).index[:n_assets]
+    leaders = table.sum().sort_values(ascending=False).index[: int(n_assets)]
     parts = table[leaders]
     if len(leaders) < table.shape[1]:
         parts = parts.assign(other=table.drop(columns=leaders).sum(axis=1))
 
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    colors = list(plt.get_cmap("tab10").colors[: len(leaders)]) + ["lightgray"]
+    palette = plt.get_cmap("tab10" if len(leaders) <= 10 else "tab20").colors
+    colors = list(palette[: len(leaders)]) + (["lightgray"] if "other" in parts.columns else [])
     labels = [f"{d:%Y-%m-%d}  score {scores[d]:.1f}" for d in days]
     rows = np.arange(len(days))[::-1]  # the most anomalous day on top
     left = np.zeros(len(days))
-    for color, name in zip(colors, parts.columns, strict=False):
+    for color, name in zip(colors, parts.columns, strict=True):
         width = parts[name].to_numpy()
         ax.barh(rows, width, left=left, color=color, edgecolor="white", lw=0.5, label=str(name))
         for y, x0, w in zip(rows, left, width, strict=True):

@@ -510,9 +510,12 @@ def torch_threads(n: int | None) -> Iterator[None]:
 def seeded(seed: int | None) -> Iterator[None]:
     """Run a block (weight initialisation, sampling) with torch's RNG seeded, then restore it.
 
-    With ``seed=None`` the block uses the global RNG as it is.
+    With ``seed=None`` the block uses the global RNG as it is, and advances it: two unseeded calls
+    draw different numbers.
     """
+    if seed is None:
+        yield
+        return
     with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
+        torch.manual_seed(seed)
         yield

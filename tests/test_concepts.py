@@ -205,6 +205,8 @@ def test_sampling_is_seeded(fitted):
         np.testing.assert_array_equal(first, model.sample(3, random_state=np.random.default_rng(0), dynamics=dynamics))
     with pytest.raises(DataError, match="random_state must be None, an int"):
         model.sample(3, random_state="x", dynamics=False)
+    for dynamics in (None, False):  # unseeded: two calls draw different windows
+        assert not np.allclose(model.sample(3, dynamics=dynamics), model.sample(3, dynamics=dynamics))
 
 
 def test_stylized_facts_match_hand_computed_values():

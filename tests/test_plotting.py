@@ -143,6 +143,25 @@ def test_plot_asset_contributions_shows_the_top_days_in_order_with_shares_summin
     np.testing.assert_allclose(list(totals.values()), 1.0)
 
 
+@pytest.mark.parametrize("n_assets", [11, 12, 20])
+def test_plot_asset_contributions_draws_more_than_ten_assets_in_their_own_colours(scores, dates, n_assets):
+    raw = np.random.default_rng(3).random((len(dates), 12))
+    shares = pd.DataFrame(raw / raw.sum(axis=1, keepdims=True), index=dates, columns=[f"S{i}" for i in range(12)])
+
+    (ax,) = plot_asset_contributions(shares, scores, top=5, n_assets=n_assets).axes
+
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(legend) == min(n_assets, 12) + (n_assets < 12) and ("other" in legend) == (n_assets < 12)
+    colours = {tuple(p.get_facecolor()) for p in ax.patches}
+    assert len(colours) == len(legend)
+    totals = {}
+    for patch in ax.patches:
+        totals[round(patch.get_y(), 6)] = totals.get(round(patch.get_y(), 6), 0.0) + patch.get_width()
+    np.testing.assert_allclose(list(totals.values()), 1.0)
+    with pytest.raises(ValueError, match="n_assets must be an integer from 1 to 20"):
+        plot_asset_contributions(shares, scores, n_assets=21)
+
+
 def test_plot_asset_contributions_needs_dates_in_common(scores, dates):
     shares = pd.DataFrame({"A": 1.0}, index=pd.bdate_range("2010-01-01", periods=5))
     with pytest.raises(DataError, match="no dates with values in common"):
