@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from finvae._exceptions import DataError
+from finvae.datasets._market import looks_like_prices
 
 __all__ = ["equal_weight_index", "plot_asset_contributions", "plot_factors", "plot_scores", "plot_var_backtest"]
 
@@ -55,6 +56,9 @@ def equal_weight_index(returns: pd.DataFrame, *, kind: str = "log") -> pd.Series
         raise ValueError(f"kind must be 'log' or 'simple'; got {kind!r}.")
     if not isinstance(returns, pd.DataFrame):
         raise DataError(f"returns must be a pandas DataFrame (dates × assets); got {type(returns).__name__}.")
+    if looks_like_prices(returns):
+        raise DataError("returns look like price levels (every value positive): pass returns, e.g. "
+                        "finvae.datasets.prices_to_returns(prices).")
     simple = np.expm1(returns) if kind == "log" else returns
     daily = simple.mean(axis=1, skipna=True).fillna(0.0)  # a day with no data at all: no move
     return (1.0 + daily).cumprod().rename("equal-weight index")
@@ -118,6 +122,9 @@ def plot_scores(
 
     level = None
     if prices_or_index is not None:
+        if not looks_like_prices(prices_or_index):  # returns here would draw a meaningless "index"
+            raise DataError("prices_or_index must hold price levels or an index level (positive numbers), not "
+                            "returns: pass the prices, or an index level such as equal_weight_index(returns).")
         if isinstance(prices_or_index, pd.DataFrame) and prices_or_index.shape[1] > 1:
             prices = prices_or_index.loc[scores.index[0]: scores.index[-1]]
             if prices.empty:
@@ -140,12 +147,15 @@ def plot_scores(
         marks = level.reindex(flagged)
         top.scatter(marks.index, marks.to_numpy(), color="tab:red", s=14, zorder=3,
                     label=f"flagged date ({len(flagged)})")
-        top.set_yscale("log")
-        # Ticks at 1, 2, 5, 10, ... written plainly (not 10⁰), and no crowded minor labels.
-        top.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        top.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
-        top.yaxis.set_minor_formatter(NullFormatter())
-        top.set_ylabel("growth of 1 (log scale)")
+        if level.max() / level.min() >= 3:  # decades of growth: a log scale, so that a 20 % fall looks alike in each
+            top.set_yscale("log")
+            # Ticks at 1, 2, 5, 10, ... written plainly (not 10⁰), and no crowded minor labels.
+            top.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            top.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
+            top.yaxis.set_minor_formatter(NullFormatter())
+            top.set_ylabel("growth of 1 (log scale)")
+        else:  # within a factor of 3 a log axis would show one tick or none
+            top.set_ylabel("growth of 1")
         top.set_title(title)
         top.legend(loc="upper left")
         top.grid(alpha=0.3)

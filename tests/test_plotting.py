@@ -166,3 +166,19 @@ def test_plot_asset_contributions_needs_dates_in_common(scores, dates):
     shares = pd.DataFrame({"A": 1.0}, index=pd.bdate_range("2010-01-01", periods=5))
     with pytest.raises(DataError, match="no dates with values in common"):
         plot_asset_contributions(shares, scores)
+
+
+def test_plot_scores_and_equal_weight_index_refuse_the_other_kind_of_numbers(scores, dates):
+    returns = pd.DataFrame(np.random.default_rng(4).normal(0, 0.01, (len(dates), 2)), index=dates, columns=["A", "B"])
+    with pytest.raises(DataError, match="must hold price levels or an index level"):
+        plot_scores(scores, 4.0, prices_or_index=returns)
+    with pytest.raises(DataError, match="returns look like price levels"):
+        equal_weight_index(100.0 * np.exp(returns.cumsum()))
+
+
+@pytest.mark.parametrize(("end", "scale"), [(1.2, "linear"), (8.0, "log")])
+def test_plot_scores_uses_a_log_scale_only_for_an_index_that_grows_manyfold(scores, dates, end, scale):
+    index = pd.Series(np.geomspace(1.0, end, len(dates)), index=dates)
+    top = plot_scores(scores, 4.0, prices_or_index=index).axes[0]
+    assert top.get_yscale() == scale
+    assert len([t for t in top.get_yticklabels() if t.get_text()]) >= 3  # readable: more than one tick
