@@ -397,8 +397,9 @@ class StressScenarios:
                 ax.fill_between(days, bands[0], bands[4], color="0.85", label="1-99 %")
                 ax.fill_between(days, bands[1], bands[3], color="0.65", label="5-95 %")
                 ax.plot(days, bands[2], color="k", lw=2, label="median")
-                q = self.quantiles.loc[strength]
-                ax.set_title(f"strength {strength:g}: 5 % {q[0.05]:+.1%}, median {q[0.5]:+.1%}", fontsize=9)
+                # From the bands drawn, whatever quantiles the scenarios tabulate.
+                ax.set_title(f"strength {strength:g}: 5 % {bands[1, -1] / 100:+.1%}, median {bands[2, -1] / 100:+.1%}",
+                             fontsize=9)
             ax.axhline(0, color="0.4", lw=0.5)
             ax.set_xlabel("day")
         axes[0].set_ylabel("cumulative return (%)")

@@ -182,7 +182,11 @@ def test_simulated_stress_scenarios_are_distributions_that_move_with_the_strengt
     matplotlib.use("Agg")
     fig = result.plot()
     assert len(fig.axes) == 2
+    assert f"5 % {q.loc[2.0, 0.05]:+.1%}" in fig.axes[1].get_title()
     matplotlib.pyplot.close(fig)
+    tails = stress_scenarios(model, returns, down, strengths=(0, 2), n_paths=300, random_state=0, dynamics=dynamics,
+                             quantiles=(0.01, 0.99))  # without the 5 % and the median that the titles show
+    matplotlib.pyplot.close(tails.plot())
 
 
 def test_simulate_memory_stays_near_the_output():
