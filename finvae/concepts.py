@@ -722,6 +722,12 @@ def _check_frame(returns) -> None:
             f"returns must be a DataFrame with dates as index (got {type(returns).__name__}): "
             "dates are how masks and `at` are matched."
         )
+    if not isinstance(returns.index, pd.DatetimeIndex):
+        raise DataError(
+            f"returns must have dates as index (a DatetimeIndex); got a {type(returns.index).__name__}"
+            + (f" such as {returns.index[0]!r}" if len(returns.index) else "") + ". Parse them, e.g. pd.read_csv(..., index_col=0, parse_dates=True) "
+            "or returns.index = pd.to_datetime(returns.index)."
+        )
 
 
 def _codes_and_mask(codes, mask) -> tuple[np.ndarray, np.ndarray, list]:

@@ -180,6 +180,11 @@ def test_stress_scenarios_reject_bad_input(fitted):
         stress_scenarios(model, returns, [1.0, 0.0], weights=pd.Series(1.0, index=["A0", "X"]))
     with pytest.raises(DataError, match="DataFrame"):
         stress_scenarios(model, returns.to_numpy(), [1.0, 0.0])
+    as_text = returns.set_axis(returns.index.strftime("%m/%d/%Y"))  # read_csv without parse_dates
+    for call in (lambda: stress_scenarios(model, as_text, [1.0, 0.0]),
+                 lambda: concept_vector(model, as_text, np.ones(len(as_text), bool))):
+        with pytest.raises(DataError, match=r"dates as index \(a DatetimeIndex\); got a Index such as '01/"):
+            call()
 
 
 def test_stress_scenarios_read_a_plain_at_in_the_returns_time_zone(fitted):
