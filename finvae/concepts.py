@@ -725,7 +725,8 @@ def _check_frame(returns) -> None:
     if not isinstance(returns.index, pd.DatetimeIndex):
         raise DataError(
             f"returns must have dates as index (a DatetimeIndex); got a {type(returns.index).__name__}"
-            + (f" such as {returns.index[0]!r}" if len(returns.index) else "") + ". Parse them, e.g. pd.read_csv(..., index_col=0, parse_dates=True) "
+            + (f" such as {returns.index[0]!r}" if len(returns.index) else "")
+            + ". Parse them, e.g. pd.read_csv(..., index_col=0, parse_dates=True) "
             "or returns.index = pd.to_datetime(returns.index)."
         )
 

@@ -312,12 +312,30 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
+def _check_dynamics(model, dynamics) -> None:
+    """A DataError unless ``dynamics`` is a :class:`Dynamics` of this model's sizes (another model's would not fit)."""
+    if not isinstance(dynamics, Dynamics):
+        raise DataError(
+            f"dynamics must be a finvae.simulation.Dynamics (fit_dynamics(model, returns), or None for the model's "
+            f"own); got {dynamics!r}. Only FinVAE.sample has a static prior (dynamics=False)."
+        )
+    legs, n_assets = len(model._vol_halflives()), len(model.mean_)
+    if len(dynamics.intercept) != model.latent_dim or dynamics.residuals.shape[1] != n_assets \
+            or dynamics.variances.shape[0] != legs:
+        raise DataError(
+            f"these dynamics were learned for another model ({len(dynamics.intercept)} code dimensions, "
+            f"{dynamics.residuals.shape[1]} assets, {dynamics.variances.shape[0]} volatility legs); this one has "
+            f"{model.latent_dim}, {n_assets} and {legs}. Learn them for it: fit_dynamics(model, returns)."
+        )
+
+
 def _run(model, dynamics: Dynamics, codes, variances, horizon: int, rng: np.random.Generator, *,
          shift=None, noise: bool = True, out=None) -> np.ndarray:
     """Drive paths forward from states: ``codes`` (n, k), ``variances`` (n_legs, n, n_assets) → (n, horizon, n_assets).
 
     Works in float32, one day at a time: memory is the output plus a few (n, n_assets) arrays.
     """
+    _check_dynamics(model, dynamics)
     n, n_assets = codes.shape[0], variances.shape[-1]
     if out is None:
         out = np.empty((n, horizon, n_assets), dtype=np.float32)
@@ -445,6 +463,7 @@ def sample(model, n: int, random_state=None, *, returns=None, dynamics: Dynamics
             raise DataError("sampling with dynamics needs a history: pass returns (e.g. the training returns) "
                             "or dynamics=fit_dynamics(model, returns).")
         dynamics = fit_dynamics(model, returns)
+    _check_dynamics(model, dynamics)
     rng = _generator(random_state)
     start = rng.integers(0, len(dynamics.codes), n)
     windows = _run(model, dynamics, dynamics.codes[start], dynamics.variances[:, start], model.window, rng,

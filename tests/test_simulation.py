@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -142,6 +144,10 @@ def test_fit_dynamics_learns_a_stationary_var_from_the_codes(fitted):
         (lambda m, r: fit_dynamics(m, r.iloc[: WINDOW + 1]), "longer history"),
         (lambda m, r: m.simulate(r, shift=[1.0, 2.0, 3.0]), "shift"),
         (lambda m, r: m.sample(0, returns=r), "n must"),
+        (lambda m, r: m.simulate(r, dynamics=False), "dynamics must be a finvae.simulation.Dynamics"),
+        (lambda m, r: m.sample(2, dynamics="yes"), "dynamics must be a finvae.simulation.Dynamics"),
+        (lambda m, r: m.sample(2, dynamics=dataclasses.replace(m.dynamics_, residuals=m.dynamics_.residuals[:, :3])),
+         "learned for another model .* 3 assets"),
     ],
 )
 def test_bad_input_is_named(fitted, call, message):
