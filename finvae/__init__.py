@@ -13,10 +13,19 @@ __version__ = "0.1.0"
 __all__ = ["DataError", "FinVAE", "FinVAECovariance", "TrainingError", "__version__", "elbo_scorer"]
 
 
+#: Submodules reachable as ``finvae.<name>`` after a plain ``import finvae``, imported on first use.
+_SUBMODULES = ("backtest", "concepts", "datasets", "factors", "plotting", "report", "risk", "scoring", "simulation",
+               "training", "windows")
+
+
 def __getattr__(name: str):
     # skfolio is optional: FinVAECovariance is imported on first use, so finvae imports without it.
     if name == "FinVAECovariance":
         from finvae._skfolio import FinVAECovariance
 
         return FinVAECovariance
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"finvae.{name}")
     raise AttributeError(f"module 'finvae' has no attribute {name!r}")

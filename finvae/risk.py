@@ -108,6 +108,11 @@ MIN_OUTCOMES = 250
 # ---------------------------------------------------------------- checks
 
 
+def _frame(X):
+    """One asset's returns as a Series → a one-column DataFrame, as ``FinVAE.fit`` takes them."""
+    return X.to_frame() if isinstance(X, pd.Series) else X
+
+
 def _check_horizon(horizon) -> int:
     if isinstance(horizon, bool) or not isinstance(horizon, Integral) or horizon < 1:
         raise DataError(f"horizon must be a whole number of days >= 1; got {horizon!r}.")
@@ -127,6 +132,8 @@ def _check_weights(weights, model, n_assets: int) -> np.ndarray:
     if weights is None:
         return np.full(n_assets, 1.0 / n_assets)
     names = [str(c) for c in model._asset_names()]
+    if isinstance(weights, dict):  # {asset: weight}, read like a Series
+        weights = pd.Series(weights)
     if isinstance(weights, pd.Series):
         given = [str(c) for c in weights.index]
         if set(given) != set(names) or len(given) != len(names):
@@ -340,6 +347,7 @@ def covariance_forecasts(model, X, *, horizon: int = 1, dates=None) -> pd.DataFr
     (20, 20)
     """
     horizon = _check_horizon(horizon)
+    X = _frame(X)
     parts_index = getattr(X, "index", None) if isinstance(X, pd.DataFrame) else None
     n_days = len(X)
     positions = _positions(parts_index, dates, n_days)
@@ -358,6 +366,7 @@ def covariance(model, X, *, horizon: int = 1) -> pd.DataFrame | np.ndarray:
     assets (ndarray for array input), all NaN when that date has no forecast.
     """
     horizon = _check_horizon(horizon)
+    X = _frame(X)
     arrays, parts = _forecast_arrays(model, X, np.array([len(X) - 1]), horizon)
     if parts.index is None:
         return arrays[0]
@@ -367,6 +376,7 @@ def covariance(model, X, *, horizon: int = 1) -> pd.DataFrame | np.ndarray:
 def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.ndarray, pd.Index | None]:
     """VaR and ES (positive losses) of each date, by filtered historical simulation."""
     check_is_fitted(model)
+    X = _frame(X)
     alpha, horizon = _check_alpha(alpha), _check_horizon(horizon)
     w = _check_weights(weights, model, int(model.n_features_in_))
     values = X.to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=np.float64)

@@ -146,6 +146,21 @@ def test_weights_by_name_in_any_order_equal_weights_by_position(model, returns):
     np.testing.assert_allclose(
         expected_shortfall(model, returns.to_numpy()), model.expected_shortfall(returns).to_numpy(), equal_nan=True
     )
+    as_dict = model.value_at_risk(returns, weights=weights.iloc[::-1].to_dict())  # {asset: weight}, as skfolio gives
+    pd.testing.assert_series_equal(as_dict, by_name)
+
+
+def test_one_asset_as_a_series_is_a_one_column_frame(returns):
+    one = returns["AAA"]
+    model = FinVAE(**FAST).fit(one.iloc[:200])
+    frame = returns[["AAA"]]
+    pd.testing.assert_series_equal(value_at_risk(model, one), value_at_risk(model, frame))
+    pd.testing.assert_series_equal(expected_shortfall(model, one), expected_shortfall(model, frame))
+    pd.testing.assert_frame_equal(tail_risk(model, one), tail_risk(model, frame))
+    pd.testing.assert_frame_equal(covariance(model, one), covariance(model, frame))
+    day = returns.index[300]
+    pd.testing.assert_frame_equal(covariance_forecasts(model, one, dates=[day]),
+                                  covariance_forecasts(model, frame, dates=[day]))
 
 
 @pytest.mark.parametrize(
@@ -231,6 +246,15 @@ def test_finvae_imports_without_skfolio():
     )
     import subprocess
 
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_submodules_are_attributes_after_a_plain_import():
+    import subprocess
+
+    code = "import finvae; finvae.risk.covariance_forecasts; finvae.simulation.fit_dynamics; finvae.backtest"
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
