@@ -96,6 +96,9 @@ class FinVAECovariance(BaseCovariance):
     def fit(self, X, y=None, **fit_params) -> FinVAECovariance:
         """Fit the model (unless ``refit=False``) and set the forecast covariance at ``X``'s last date."""
         horizon = risk._check_horizon(self.horizon)
+        for name in ("refit", "assume_centered", "nearest", "higham"):  # "no" would read as True
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}.")
         if self.refit:
             base = self.estimator if self.estimator is not None else FinVAE(verbose=0)
             self.estimator_ = clone(base).fit(X)

@@ -235,6 +235,8 @@ def test_skfolio_estimator_can_use_a_fitted_model_without_refitting(model, retur
         clone(FinVAECovariance(estimator=model, refit=False)).fit(returns)
     frozen = clone(FinVAECovariance(estimator=FrozenEstimator(model), refit=False)).fit(returns)
     np.testing.assert_allclose(frozen.covariance_, estimator.covariance_)
+    with pytest.raises(ValueError, match="refit must be True or False; got 'no'"):
+        FinVAECovariance(estimator=model, refit="no").fit(returns)  # would refit and drop the model given
 
 
 def test_finvae_imports_without_skfolio():

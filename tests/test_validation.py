@@ -126,6 +126,10 @@ def test_assets_at_transform_time_differ_from_fit(fitted, columns, message):
 def test_wrong_number_of_assets_in_an_array(fitted):
     with pytest.raises(DataError, match="X has 3 features, but FinVAE is expecting 4 features as input"):
         fitted.transform(make_returns().to_numpy()[:, :3])
+    with pytest.raises(DataError, match="X has 3 features"):  # named first, before the short history
+        fitted.transform(make_returns().to_numpy()[:3, :3])
+    with pytest.raises(DataError, match=r"missing \['DDD'\]"):
+        fitted.score(make_returns().iloc[:3, :3])
 
 
 def test_one_dimensional_input():
