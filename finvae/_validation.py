@@ -19,7 +19,8 @@ def _first(labels, limit: int = 3) -> str:
     return shown + (f" (and {len(labels) - limit} more)" if len(labels) > limit else "")
 
 
-def check_returns(X, *, window: int, what: str = "returns") -> tuple[np.ndarray, pd.Index | None, pd.Index | None]:
+def check_returns(X, *, window: int, what: str = "returns",
+                  fitting: bool = True) -> tuple[np.ndarray, pd.Index | None, pd.Index | None]:
     """Validate returns given as a DataFrame (dates × assets) or a 2-D array (days × assets).
 
     Returns the values as float64 (no copy where the input already is one:
@@ -27,8 +28,9 @@ def check_returns(X, *, window: int, what: str = "returns") -> tuple[np.ndarray,
     and the index and columns (None for an array). Raises
     :class:`DataError` naming the problem: non-numeric columns, unsorted or
     duplicate dates, infinite values, fewer rows than ``window``, an asset with
-    no data at all, or price levels passed where returns are expected
-    (:func:`finvae.datasets.looks_like_prices`).
+    no data at all (when ``fitting``: at other times it is an asset missing on
+    every date, which the coverage rule handles), or price levels passed where
+    returns are expected (:func:`finvae.datasets.looks_like_prices`).
     """
     index = columns = None
     if sparse.issparse(X):
@@ -65,6 +67,13 @@ def check_returns(X, *, window: int, what: str = "returns") -> tuple[np.ndarray,
             )
         if not index.is_monotonic_increasing:
             position = int(np.flatnonzero(index[1:] < index[:-1])[0]) + 1
+            if index.dtype == object or pd.api.types.is_string_dtype(index.dtype):
+                # Text is compared as text ('1/12/2015' < '1/9/2015'): sorting it would scramble the history.
+                raise DataError(
+                    f"{what} dates are text, compared as text: {index[position]!r} comes before "
+                    f"{index[position - 1]!r}. Parse them as dates first: returns.index = "
+                    "pd.to_datetime(returns.index), or pd.read_csv(..., index_col=0, parse_dates=True)."
+                )
             raise DataError(
                 f"{what} dates are not sorted: {_first([index[position]])} comes after "
                 f"{_first([index[position - 1]])}. Sort them with returns.sort_index()."
@@ -106,12 +115,12 @@ def check_returns(X, *, window: int, what: str = "returns") -> tuple[np.ndarray,
             f"each score needs a full window of {window} days. Pass at least {window} rows or a smaller window."
         )
     empty = np.isnan(values).all(axis=0)
-    if empty.any():
+    if fitting and empty.any():
         raise DataError(f"{what} column(s) {_first(labels[empty])} hold no data (all NaN). Drop them.")
     if looks_like_prices(values):
         finite = values[np.isfinite(values)]
         raise DataError(
-            f"{what} look like price levels, not returns: every value is positive and the median is "
+            f"{what} look like price levels, not returns: (nearly) every value is positive and the median is "
             f"{np.median(finite):.3g}. Convert prices first, e.g. "
             "finvae.datasets.prices_to_returns(prices)."
         )

@@ -510,7 +510,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         shape = X.shape if isinstance(X, pd.DataFrame | np.ndarray) else ()
         if len(shape) == 2 and shape[1] != self.n_features_in_:  # the wrong assets: say so before any other check
             self._check_columns(getattr(X, "columns", None), shape[1])
-        values, index, columns = check_returns(X, window=self.window)
+        values, index, columns = check_returns(X, window=self.window, fitting=False)
         self._check_columns(columns, values.shape[1])
         scaled, observed = self._scale(values)
         return values, scaled, observed, self._scored_ends(observed), index, columns
@@ -869,7 +869,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         volatility : DataFrame like ``X`` (or ndarray)
         """
         check_is_fitted(self)
-        values, index, columns = check_returns(X, window=1)
+        values, index, columns = check_returns(X, window=1, fitting=False)
         self._check_columns(columns, values.shape[1])
         scale = self._trailing_scale(values).astype(np.float64)
         return scale if index is None else pd.DataFrame(scale, index=index, columns=columns)

@@ -168,7 +168,7 @@ def dates_from_json(dates: list | dict) -> pd.Index:
 def _states(model, returns):
     """Codes, residuals and EWMA variances of every date with a code, from one causal pass over ``returns``."""
     check_is_fitted(model)
-    values, index, columns = check_returns(returns, window=model.window)
+    values, index, columns = check_returns(returns, window=model.window, fitting=False)
     model._check_columns(columns, values.shape[1])
     scaled, observed = model._scale(values)
     return _states_of(model, values, scaled, observed, index)

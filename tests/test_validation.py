@@ -259,3 +259,29 @@ def test_a_device_this_torch_cannot_use_fails_before_training():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="this torch cannot use cuda"):
             FinVAE(window=5, device="cuda", verbose=0).fit(make_returns())
+
+
+def test_prices_with_a_placeholder_here_and_there_are_still_prices():
+    prices = 100.0 * np.exp(make_returns().cumsum())
+    prices.iloc[7, 1] = -1.0  # a vendor's "missing" code
+    with pytest.raises(DataError, match="look like price levels"):
+        FinVAE(window=5, verbose=0).fit(prices)
+
+
+def test_text_dates_out_of_order_as_text_are_told_to_be_parsed_not_sorted():
+    from finvae.datasets import prices_to_returns
+
+    returns = make_returns(n_days=20)
+    as_text = returns.set_axis(returns.index.strftime("%-m/%-d/%Y"))  # 1/9/2021 then 1/11/2021
+    with pytest.raises(DataError, match=r"dates are text, compared as text.*pd.to_datetime"):
+        FinVAE(window=5, verbose=0).fit(as_text)
+    prices = 100.0 * np.exp(returns.cumsum()).set_axis(as_text.index)
+    with pytest.raises(DataError, match=r"dates are text, compared as text.*pd.to_datetime"):
+        prices_to_returns(prices)
+
+
+def test_an_asset_without_data_in_the_scored_slice_is_missing_there_not_an_error(fitted):
+    returns = make_returns(n_days=60, seed=1)
+    returns["DDD"] = np.nan  # delisted before the slice: 3 of 4 assets observed, above min_coverage
+    scores = fitted.score(returns)
+    assert scores.iloc[4:].notna().all()

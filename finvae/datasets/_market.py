@@ -160,6 +160,13 @@ def _numeric_frame(data, what: str) -> pd.DataFrame:
         )
     if len(index) > 1 and not index.is_monotonic_increasing:
         row = int(np.flatnonzero(np.asarray(index[1:] < index[:-1]))[0]) + 1
+        if index.dtype == object or pd.api.types.is_string_dtype(index.dtype):
+            # Text is compared as text ('1/12/2015' < '1/9/2015'): sorting it would scramble the history.
+            raise DataError(
+                f"{what} dates are text, compared as text: row {row} ({index[row]!r}) comes before row {row - 1} "
+                f"({index[row - 1]!r}). Parse them as dates first: data.index = pd.to_datetime(data.index), "
+                "or pd.read_csv(..., index_col=0, parse_dates=True)."
+            )
         raise DataError(
             f"{what} dates are not sorted: row {row} ({_label(index[row])}) comes after "
             f"row {row - 1} ({_label(index[row - 1])}). Sort them with data.sort_index()."
@@ -317,8 +324,9 @@ def looks_like_prices(data: pd.DataFrame | pd.Series | np.ndarray) -> bool:
 
     The rule, on the finite values of the numeric columns:
 
-    1. Every value is positive (prices always are; any real return series
-       of some length has negative days). Otherwise: returns.
+    1. At least 99 % of the values are positive (prices always are, but for a
+       placeholder such as -1 here and there; any real return series of some
+       length has negative days on nearly half of them). Otherwise: returns.
     2. And either the median absolute value exceeds ``PRICE_LEVEL = 0.5``
        (no return series has a typical move of 50 %), or the median relative
        step between consecutive rows of a column, ``|x_t / x_{t-1} - 1|``, is
@@ -359,7 +367,7 @@ def looks_like_prices(data: pd.DataFrame | pd.Series | np.ndarray) -> bool:
     if values.ndim == 1:
         values = values.reshape(-1, 1)
     finite = values[np.isfinite(values)]
-    if finite.size < 2 or (finite <= 0).any():
+    if finite.size < 2 or np.mean(finite <= 0) > 0.01:  # a placeholder such as -1 here and there is no return
         return False
     if np.median(finite) > PRICE_LEVEL:
         return True
