@@ -67,6 +67,11 @@ _STATE_KEYS = ("params", "threshold_", "n_features_in_", "feature_names_in_", "c
 #: AP (benchmarks/README.md).
 MIN_PER_EXAMPLE = 64
 
+#: Fewer training returns than this for an asset get a warning at fit: its volatility and the tail
+#: its single-asset surprises are judged against come from a few days (about three months; the
+#: slow volatility's default half-life is 60 days).
+MIN_ASSET_DAYS = 60
+
 #: Why sklearn's random test data cannot reach the checks below: FinVAE refuses price levels
 #: passed as returns (``finvae.datasets.looks_like_prices``), and these checks feed all-positive
 #: data with a median above 0.5. tests/test_estimator.py runs them with that rule switched off,
@@ -331,6 +336,21 @@ class FinVAE(TransformerMixin, BaseEstimator):
             self.asset_names_ = _asset_labels(columns)
         elif hasattr(self, "asset_names_"):  # a refit on an array: no names
             del self.asset_names_
+        counts = (~np.isnan(values)).sum(axis=0)
+        if (counts < 2).any():
+            raise DataError(
+                f"asset(s) {', '.join(map(str, self._asset_names()[counts < 2][:5]))} have a single return in the "
+                "training data: nothing can be learned from one day. Fit on a longer history, or drop them."
+            )
+        few = np.flatnonzero(counts < MIN_ASSET_DAYS)
+        if len(few):
+            named = ", ".join(f"{n} ({c} days)" for n, c in zip(self._asset_names()[few][:5], counts[few][:5],
+                                                                      strict=True))
+            warnings.warn(
+                f"asset(s) {named} have fewer than {MIN_ASSET_DAYS} returns in the training data: their volatility "
+                "and tail are guessed from a few days, and their scores will be noisy (a late listing can flag "
+                "many later dates). Fit on a longer history, or drop them until they have one.", UserWarning,
+                stacklevel=3)  # past sklearn's fit wrapper, to the caller
         self.mean_ = np.nanmean(values, axis=0)
         self.scale_ = np.nanstd(values, axis=0)
         flat = np.flatnonzero(~(self.scale_ > 0))

@@ -125,7 +125,7 @@ def test_bad_input_is_one_line_and_exit_2(files, prices, capsys, tmp_path):
     broken.iloc[30, 1] = 0.0
     broken.to_csv(tmp_path / "zero.csv")
     _fails(["fit", str(tmp_path / "zero.csv"), "--model", str(tmp_path / "m"), *SMALL], capsys,
-           "looks like prices", "JPM on", "--assume returns")
+           "prices must be positive", "JPM on", "--assume returns")
     _fails(["score", str(files / "prices.csv"), "--model", str(tmp_path), "--out", out], capsys,
            "not a finvae model folder")
     assert not (tmp_path / "out.csv").exists()

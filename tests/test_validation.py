@@ -285,3 +285,14 @@ def test_an_asset_without_data_in_the_scored_slice_is_missing_there_not_an_error
     returns["DDD"] = np.nan  # delisted before the slice: 3 of 4 assets observed, above min_coverage
     scores = fitted.score(returns)
     assert scores.iloc[4:].notna().all()
+
+
+def test_an_asset_with_few_training_returns_is_named_in_a_warning_and_one_return_is_an_error():
+    returns = make_returns()
+    late = returns.copy()
+    late.iloc[:-5, 2] = np.nan  # listed five days before the end of training
+    with pytest.warns(UserWarning, match=r"CCC \(5 days\) have fewer than 60 returns in the training data"):
+        FinVAE(window=5, epochs=1, hidden=8, verbose=0).fit(late)
+    late.iloc[:-1, 2] = np.nan
+    with pytest.raises(DataError, match="CCC have a single return in the training data"):
+        FinVAE(window=5, epochs=1, hidden=8, verbose=0).fit(late)
