@@ -157,7 +157,15 @@ class FinVAE(TransformerMixin, BaseEstimator):
     volatility unchanged. A date on which fewer than ``min_coverage`` of the
     assets have a return gets a NaN score and NaN factors, and is not trained
     on: too little of that day is known to judge it. An asset with no return
-    at all in the training data is an error.
+    at all in the training data is an error. A date on which no asset has a
+    return (a holiday on a business-day calendar) still counts as a day of its
+    windows, with a warning: drop such rows if they are no trading days.
+
+    A date's outputs also depend on how much history comes before it in ``X``:
+    the trailing volatilities start at the training variance on ``X``'s first
+    row and need about three slow half-lives (some 180 days by default) to
+    forget it. Pass the whole history and slice the outputs, rather than
+    scoring a slice.
 
     Parameters
     ----------
@@ -329,6 +337,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         if isinstance(X, pd.Series):  # one asset: a one-column frame, so that sklearn records it as one feature
             X = X.to_frame()
         values, index, columns = check_returns(X, window=self.window)
+        _warn_empty_dates(values, index)
         validate_data(self, X, reset=True, skip_check_array=True)
         self._vol_halflives()  # a pair must hold two positive numbers
         device = str(resolve_device(self.device))  # a device this torch cannot use fails here, before any work
@@ -532,6 +541,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             self._check_columns(getattr(X, "columns", None), shape[1])
         values, index, columns = check_returns(X, window=self.window, fitting=False)
         self._check_columns(columns, values.shape[1])
+        _warn_empty_dates(values, index)
         scaled, observed = self._scale(values)
         return values, scaled, observed, self._scored_ends(observed), index, columns
 
@@ -1108,6 +1118,18 @@ def _asset_labels(columns: pd.Index) -> np.ndarray:
 def elbo_scorer(estimator: FinVAE, X, y=None) -> float:
     """Scorer for ``GridSearchCV(FinVAE(), ..., scoring=elbo_scorer)``: the mean ELBO (higher is better)."""
     return estimator.elbo(X)
+
+
+def _warn_empty_dates(values: np.ndarray, index) -> None:
+    """Warn about dates on which no asset has a return: each still counts as a day of its windows."""
+    empty = np.flatnonzero(np.isnan(values).all(axis=1))
+    if len(empty):
+        first = index[empty[0]] if index is not None else f"row {empty[0]}"
+        first = first.date() if isinstance(first, pd.Timestamp) else first
+        warnings.warn(
+            f"{len(empty)} date(s) have no return for any asset, the first {first} (holidays on a business-day "
+            "calendar?). Each counts as a day of its windows, with no move, which changes the scores of the days "
+            "around it. If they are no trading days, drop them: X.dropna(how='all').", UserWarning, stacklevel=4)
 
 
 def _seed(random_state) -> int | None:

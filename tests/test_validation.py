@@ -296,3 +296,12 @@ def test_an_asset_with_few_training_returns_is_named_in_a_warning_and_one_return
     late.iloc[:-1, 2] = np.nan
     with pytest.raises(DataError, match="CCC have a single return in the training data"):
         FinVAE(window=5, epochs=1, hidden=8, verbose=0).fit(late)
+
+
+def test_dates_without_any_return_get_a_warning_naming_the_first(fitted):
+    returns = make_returns()
+    returns.iloc[30] = np.nan  # a holiday on a business-day calendar
+    with pytest.warns(UserWarning, match=r"1 date\(s\) have no return for any asset, the first 2021-02-15"):
+        fitted.score(returns)
+    with pytest.warns(UserWarning, match="X.dropna"):
+        FinVAE(window=5, epochs=1, hidden=8, verbose=0).fit(returns)
