@@ -542,8 +542,20 @@ class FinVAE(TransformerMixin, BaseEstimator):
         values, index, columns = check_returns(X, window=self.window, fitting=False)
         self._check_columns(columns, values.shape[1])
         _warn_empty_dates(values, index)
+        self._warn_other_units(values)
         scaled, observed = self._scale(values)
         return values, scaled, observed, self._scored_ends(observed), index, columns
+
+    def _warn_other_units(self, values: np.ndarray) -> None:
+        """Warn when returns are some 30 times larger or smaller than the training ones: percent against decimals?"""
+        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # an asset without data here: a NaN ratio, skipped
+            ratio = np.nanmedian(np.nanmean(np.abs(values), axis=0) / self.scale_)
+        if np.isfinite(ratio) and not 1 / 30 < ratio < 30:
+            warnings.warn(
+                f"X's returns are about {ratio:.3g} times the size of the training returns (in units of each asset's "
+                "training volatility): are they in other units, percent against decimals? Pass them in the units "
+                "the model was fitted on.", UserWarning, stacklevel=4)
 
     def _check_columns(self, columns, n_features: int) -> None:
         fitted = getattr(self, "asset_names_", getattr(self, "feature_names_in_", None))

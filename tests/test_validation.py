@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -305,3 +307,14 @@ def test_dates_without_any_return_get_a_warning_naming_the_first(fitted):
         fitted.score(returns)
     with pytest.warns(UserWarning, match="X.dropna"):
         FinVAE(window=5, epochs=1, hidden=8, verbose=0).fit(returns)
+
+
+def test_returns_in_other_units_than_at_fit_get_a_warning(fitted):
+    returns = make_returns()
+    with pytest.warns(UserWarning, match=r"about [\d.]+ times the size of the training returns.*percent"):
+        fitted.score(100.0 * returns)
+    with pytest.warns(UserWarning, match=r"about 0.00\d+ times the size"):
+        fitted.score(returns / 100.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.score(3.0 * returns)  # a stormy stretch is no change of units
