@@ -52,7 +52,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     >>> target.read_text()
     'a,b\\n1,2\\n'
     """
-    target = Path(path)
+    target = Path(os.path.realpath(path))  # a link is followed: the file it points to is replaced, not the link
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(handle)
     temporary = Path(name)
@@ -60,7 +60,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb+") as file:  # on disk before it takes the name: a power cut loses no finished file
             os.fsync(file.fileno())
-        os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp's file is private; the result is an ordinary file
+        try:  # the replaced file's mode is kept (a group-only 0640 stays so); a new file gets the usual one
+            mode = os.stat(target).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~UMASK  # mkstemp's file is private; the result is an ordinary file
+        os.chmod(temporary, mode)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -75,7 +79,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     error the new folder is deleted and ``path`` is untouched. Used for model
     folders, whose files must be read together.
     """
-    target = Path(path)
+    target = Path(os.path.realpath(path))  # a link is followed: the folder it points to is replaced
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield staging
@@ -84,7 +88,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             old = staging.with_name(staging.name + ".old")
             target.rename(old)
             staging.rename(target)
-            shutil.rmtree(old)
+            shutil.rmtree(old, ignore_errors=True)  # the new folder is in place: a failed clean-up is no failure
         else:
             staging.rename(target)
     except BaseException:

@@ -1,11 +1,12 @@
 """Atomic writes: a finished file or the previous one, never half a file, and no temporary files left."""
 
 import os
+import stat
 
 import pandas as pd
 import pytest
 
-from finvae._atomic import UMASK, atomic_path, remove_leftovers, write_csv, write_text
+from finvae._atomic import UMASK, atomic_folder, atomic_path, remove_leftovers, write_csv, write_text
 
 
 def test_write_text_replaces_the_file_and_leaves_nothing_else(tmp_path):
@@ -49,7 +50,7 @@ def test_a_missing_folder_is_an_error_not_a_silent_write(tmp_path):
 
 
 def test_atomic_folder_replaces_a_folder_whole_or_not_at_all(tmp_path):
-    from finvae._atomic import atomic_folder
+
 
     target = tmp_path / "model"
     target.mkdir()
@@ -73,3 +74,32 @@ def test_remove_leftovers_deletes_only_the_temporary_files_of_the_names_given(tm
     assert remove_leftovers(tmp_path, ["scores.csv"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [".flags.csv.ij56kl.tmp.csv", ".scores.csv.notes",
                                                          "scores.csv"]
+
+
+def test_a_link_is_followed_and_the_mode_of_the_replaced_file_kept(tmp_path):
+    shared = tmp_path / "dash" / "scores.csv"
+    shared.parent.mkdir()
+    shared.write_text("yesterday\n")
+    os.chmod(shared, 0o640)
+    link = tmp_path / "latest.csv"
+    link.symlink_to(shared)
+
+    write_text("today\n", link)
+
+    assert link.is_symlink() and shared.read_text() == "today\n"
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o640
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["scores.csv"]
+
+
+def test_a_linked_model_folder_is_replaced_through_the_link(tmp_path):
+    real = tmp_path / "models" / "v1"
+    real.mkdir(parents=True)
+    (real / "old.txt").write_text("old")
+    link = tmp_path / "current"
+    link.symlink_to(real, target_is_directory=True)
+
+    with atomic_folder(link) as staging:
+        (staging / "new.txt").write_text("new")
+
+    assert link.is_symlink() and sorted(p.name for p in real.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["v1"]  # nothing left beside it
