@@ -10,7 +10,7 @@ from finvae._exceptions import DataError
 
 # One rule for "prices, not returns", shared with the data loaders. finvae.datasets
 # imports nothing from the estimator side, so this import makes no cycle.
-from finvae.datasets._market import looks_like_prices
+from finvae.datasets._market import check_not_price_fields, looks_like_prices
 
 
 def _first(labels, limit: int = 3) -> str:
@@ -41,6 +41,7 @@ def check_returns(X, *, window: int, what: str = "returns",
     if isinstance(X, pd.Series):
         X = X.to_frame()
     if isinstance(X, pd.DataFrame):
+        check_not_price_fields(X.columns, what)
         bad = [c for c, dtype in X.dtypes.items() if not (pd.api.types.is_numeric_dtype(dtype)
                                                           and not pd.api.types.is_bool_dtype(dtype)
                                                           and not pd.api.types.is_complex_dtype(dtype))]

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import finvae.datasets._market as market
-from finvae import DataError
+from finvae import DataError, FinVAE
 from finvae.datasets import (
     download_prices,
     load_returns,
@@ -327,6 +327,38 @@ def test_load_returns_reads_dates_pandas_would_misread():
     assert [str(d) for d in local.index] == ["2022-11-04 00:00:00", "2022-11-07 00:00:00"]
     with pytest.raises(DataError, match=r"mixes date formats \('10/03/2022' in row 0, '2022-10-04' in row 1\)"):
         load_returns(io.StringIO("Date,A\n10/03/2022,100\n2022-10-04,101\n"), assume="prices")
+
+
+def test_load_returns_reads_one_utc_offset_dotted_dates_and_yyyymmdd_numbers():
+    utc = "Date,A\n2022-11-03 00:00:00+00:00,100\n2022-11-04 00:00:00+00:00,101\n2022-11-07 00:00:00+00:00,102\n"
+    loaded = load_returns(io.StringIO(utc), assume="prices")  # what to_csv writes for a UTC index
+    assert loaded.index.tz is None and [str(d.date()) for d in loaded.index] == ["2022-11-04", "2022-11-07"]
+    dotted = "Datum;A\n02.01.2015;24,53\n05.01.2015;24,60\n13.01.2015;24,70\n14.01.2015;24,75\n"
+    loaded = load_returns(io.StringIO(dotted), assume="prices")  # a European spreadsheet export
+    assert [str(d.date()) for d in loaded.index] == ["2015-01-05", "2015-01-13", "2015-01-14"]
+    numbers = "Date,A\n20150102,24.53\n20150105,24.60\n20150106,24.70\n"
+    loaded = load_returns(io.StringIO(numbers), assume="prices")  # CRSP and SQL exports
+    assert [str(d.date()) for d in loaded.index] == ["2015-01-05", "2015-01-06"]
+    with pytest.raises(DataError, match=r"column 'Date' holds numbers, not dates \(such as 42009; Excel serial"):
+        load_returns(io.StringIO("Date,A\n42009,24.53\n42010,24.60\n"), assume="prices")
+
+
+def test_price_fields_are_not_taken_for_assets():
+    prices = load_sp500_sample().iloc[:30, :2]
+    fields = pd.concat({"Close": prices, "High": prices * 1.01, "Volume": prices * 1e6}, axis=1)
+    fields.columns.names = ["Price", "Ticker"]  # yfinance.download's layout
+    with pytest.raises(DataError, match=r"columns of price fields \(close, high, volume\).*xs\('Close', axis=1, "
+                                        r"level='Price'\)"):
+        prices_to_returns(fields)
+    with pytest.raises(DataError, match="columns of price fields"):
+        FinVAE(verbose=0).fit(prices_to_returns(prices).pipe(lambda r: pd.concat({"Close": r, "Open": r}, axis=1)))
+    one = prices.iloc[:, 0]
+    flat = pd.DataFrame({"Open": one, "High": one, "Low": one, "Close": one, "Adj Close": one, "Volume": one * 1e6})
+    with pytest.raises(DataError, match=r"not one column per asset.*prices\[\['Close'\]\]"):
+        load_returns(io.StringIO(flat.to_csv()))
+    header_rows = "Price,Close,Close\nTicker,AAPL,MSFT\nDate,,\n2024-01-02,185.6,370.9\n2024-01-03,184.2,370.6\n"
+    with pytest.raises(DataError, match=r"is a yfinance download saved with to_csv.*header=\[0, 1\]"):
+        load_returns(io.StringIO(header_rows))
 
 
 def test_load_returns_warns_of_returns_in_percent():

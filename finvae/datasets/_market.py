@@ -126,6 +126,30 @@ def load_sp500_sample() -> pd.DataFrame:
 # --------------------------------------------------------------------------- validation shared by prices and returns
 
 
+#: Column names of one asset's price fields (yfinance, pandas-datareader, spreadsheets), lower case.
+_PRICE_FIELDS = frozenset({"open", "high", "low", "close", "adj close", "volume"})
+
+
+def check_not_price_fields(columns: pd.Index, what: str) -> None:
+    """DataError when ``columns`` are price fields (Open, High, Low, Close, Volume), not one column per asset.
+
+    A ``yfinance.download`` frame has (field, ticker) columns, Volume included; an OHLCV file has one column
+    per field. Either, read as one asset per column, would fit a model on volumes and highs.
+    """
+    levels = [columns.get_level_values(i) for i in range(columns.nlevels)] if columns.nlevels > 1 else [columns]
+    for level in levels:
+        fields = {str(name).strip().lower() for name in level} & _PRICE_FIELDS
+        if len(fields) >= 3 or (columns.nlevels > 1 and len(fields) >= 2):
+            example = next(str(name) for name in level if str(name).strip().lower() in fields)
+            keep = (f"prices.xs('Close', axis=1, level={level.name!r})" if columns.nlevels > 1 and level.name
+                    else "prices['Close']" if columns.nlevels > 1 else "prices[['Close']]")
+            raise DataError(
+                f"{what} has columns of price fields ({', '.join(sorted(fields))}), such as {example!r}, not one "
+                f"column per asset: volumes and highs would be read as assets. Keep one price per asset, "
+                f"e.g. {keep} (or 'Adj Close')."
+            )
+
+
 def _numeric_frame(data, what: str) -> pd.DataFrame:
     """A float64 copy of ``data`` after the checks common to prices and returns.
 
@@ -140,6 +164,7 @@ def _numeric_frame(data, what: str) -> pd.DataFrame:
             f"{what} must be a pandas DataFrame (dates × assets) or Series; got {type(data).__name__}. "
             "Wrap an array with pd.DataFrame(values, index=dates, columns=tickers)."
         )
+    check_not_price_fields(data.columns, what)
     bad = [c for c, dtype in data.dtypes.items()
            if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)]
     if bad:
@@ -574,10 +599,13 @@ def _parse_dates(raw: pd.Series, source: str, column) -> pd.Series:
                       "summer time); each is read as its local date and time, without the zone.", UserWarning,
                       stacklevel=4)
         return dates
-    slashed = text.str.fullmatch(r"\d{1,2}/\d{1,2}/\d{4}").fillna(False)
-    if len(text) > 1 and slashed.all():
-        month_first = pd.to_datetime(text, format="%m/%d/%Y", errors="coerce")
-        day_first = pd.to_datetime(text, format="%d/%m/%Y", errors="coerce")
+    if isinstance(dates.dtype, pd.DatetimeTZDtype):  # one UTC offset (to_csv of a UTC index): its local dates
+        return dates.dt.tz_localize(None)
+    separator = text.str.extract(r"^\d{1,2}([/.-])\d{1,2}[/.-]\d{4}$")[0]
+    if len(text) > 1 and separator.notna().all() and separator.nunique() == 1:  # dd?mm?yyyy or mm?dd?yyyy
+        sep = separator.iloc[0]
+        month_first = pd.to_datetime(text, format=f"%m{sep}%d{sep}%Y", errors="coerce")
+        day_first = pd.to_datetime(text, format=f"%d{sep}%m{sep}%Y", errors="coerce")
         if month_first.notna().all() and day_first.notna().all():
             def typical_step(d: pd.Series) -> float:
                 return float(np.median(np.abs(np.diff(d.to_numpy()).astype("timedelta64[s]").astype(float))))
@@ -598,6 +626,16 @@ def _set_date_index(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         return frame
     named = [c for c in frame.columns if str(c).strip().lower() in _DATE_NAMES]
     column = named[0] if named else (frame.columns[0] if len(frame.columns) else None)
+    if column is not None and pd.api.types.is_integer_dtype(frame[column]) and len(frame[column]):
+        numbers = frame[column]
+        if numbers.between(18000101, 21001231).all():  # YYYYMMDD, as CRSP and SQL exports write dates
+            dates = pd.to_datetime(numbers.astype(str), format="%Y%m%d", errors="coerce")
+            if dates.notna().all():
+                return frame.drop(columns=column).set_axis(pd.DatetimeIndex(dates, name="Date"))
+        raise DataError(
+            f"{source}: column {column!r} holds numbers, not dates (such as {numbers.iloc[0]}; Excel serial day "
+            "numbers?). Write the dates as YYYY-MM-DD, or as YYYYMMDD numbers."
+        )
     if column is None or not (
         pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(frame[column])
         or pd.api.types.is_datetime64_any_dtype(frame[column])
@@ -609,6 +647,12 @@ def _set_date_index(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     raw = frame[column]
     if raw.empty:
         raise DataError(f"{source} has a header but no rows of data: nothing to read. Pass a file with prices.")
+    if str(column) == "Price" and len(raw) > 1 and list(raw.iloc[:2]) == ["Ticker", "Date"]:
+        raise DataError(
+            f"{source} is a yfinance download saved with to_csv (header rows Price, Ticker and Date; columns for "
+            "Open, High, Low, Close and Volume). Keep one price per ticker: pd.read_csv(path, header=[0, 1], "
+            "index_col=0, skiprows=[2])['Close'].to_csv(path), or use finvae data download."
+        )
     dates = _parse_dates(raw, source, column)
     bad = dates.isna() & raw.notna()
     if dates.isna().all() or bad.any():
