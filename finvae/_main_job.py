@@ -321,6 +321,8 @@ def run_main_job(
                     cost_bps=cost_bps, figures=figures)
     files.append(write_report(result, out, settings, contributions=shares.loc[scored]))  # report.html, last
     remove_leftovers(out, [path.name for path in files])  # temporary files of an earlier run that was killed
+    for name in set(FIGURES.values()) - {path.name for path in files}:  # an earlier run's figure, not redrawn
+        (out / name).unlink(missing_ok=True)
     say(f"Done. Wrote {len(files)} files to {out}/.")
     return result
 

@@ -38,6 +38,7 @@ __all__ = ["build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_DATA_ERROR = 2  # argparse also exits 2 on bad usage: both mean "the input was wrong"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 def _write_prices(prices: pd.DataFrame, out: str) -> None:
@@ -205,7 +206,10 @@ def _read_returns(path: str, assume: str) -> pd.DataFrame:
     _check_input_file(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        returns = load_returns(path, assume=assume)
+        try:
+            returns = load_returns(path, assume=assume)
+        except DataError as exc:
+            raise DataError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
     values = returns.to_numpy()
     if assume == "auto" and (values <= 0).any():
         positive = np.where(values > 0, values, np.nan)
@@ -242,6 +246,11 @@ _COMMAND_LINE_ADVICE = {
         "; check the source (a warning only: the file is used as it is).",
     "finvae.datasets.load_sp500_sample() (20 S&P 500 stocks, 1990-2022, no network needed)":
         "the bundled sample (finvae data sample --out prices.csv; 20 S&P 500 stocks, 1990-2022)",
+    "replace such values with NaN, e.g. prices.mask(prices <= 0), and they are treated as gaps.":
+        "empty those cells in the file, and they are treated as gaps.",
+    "Keep one row per date, e.g. data[~data.index.duplicated(keep='last')].":
+        "Keep one row per date in the file (a day appended twice?).",
+    "Sort them with data.sort_index().": "Sort the file's rows by date, oldest first.",
 }
 
 
@@ -260,7 +269,22 @@ def _n_jobs(text: str) -> int:
     return value
 
 
+def _day_bounds(index: pd.DatetimeIndex, start, end) -> tuple:
+    """``--start``/``--end`` in ``index``'s zone, both inclusive: a plain date covers its whole day."""
+    from finvae._validation import as_date_of
+
+    start = as_date_of(index, start, "--start") if start is not None else None
+    if end is not None:
+        end = as_date_of(index, end, "--end")
+        if end == end.normalize():  # a date without a time: up to that day's last instant (16:00 closes)
+            end = end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+    return start, end
+
+
 def _between(returns: pd.DataFrame, start, end, path: str) -> pd.DataFrame:
+    if start is not None and end is not None and start > end:
+        raise DataError(f"--start {start.date()} is after --end {end.date()}: nothing lies between them.")
+    start, end = _day_bounds(returns.index, start, end)
     chosen = returns.loc[start:end]
     if chosen.empty:
         raise DataError(f"{path} has no dates between {start.date() if start is not None else 'its start'} and "
@@ -342,14 +366,26 @@ def _top_assets(shares: pd.DataFrame, top: int) -> pd.Series:
     return pd.Series(texts, index=shares.index, name="top_assets")
 
 
-def _fit_end(folder: Path) -> pd.Timestamp | None:
-    """The last date ``finvae fit`` fitted the model on (its ``fit.json``), or None if unknown."""
+def _fit_span(folder: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The first and last dates ``finvae fit`` fitted the model on (its ``fit.json``), or None if unknown."""
     import json
 
     try:
-        return pd.Timestamp(json.loads((folder / FIT_INFO).read_text())["end"])
+        info = json.loads((folder / FIT_INFO).read_text())
+        return pd.Timestamp(info["start"]), pd.Timestamp(info["end"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a model saved by FinVAE.save, or an unreadable note: the scores do not depend on it
+
+
+def _days(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """The local day of each date (fit.json holds days; an index may hold times and a zone)."""
+    return (index.tz_localize(None) if index.tz is not None else index).normalize()
+
+
+def _in_span(index: pd.DatetimeIndex, span: tuple[pd.Timestamp, pd.Timestamp]):
+    """Whether each date's day lies in ``span`` (a bool array)."""
+    days = _days(index)
+    return (days >= span[0].normalize()) & (days <= span[1].normalize())
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -408,9 +444,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     table["threshold"] = model.threshold_
     table["flag"] = score.gt(model.threshold_)  # predict's rule; False where there is no score
     table["top_assets"] = _top_assets(shares, args.top)
-    fit_end = _fit_end(Path(args.model))
-    if fit_end is not None:
-        table["in_sample"] = table.index <= fit_end  # dates the model was fitted on: ~1 % flagged by design
+    span = _fit_span(Path(args.model))
+    if span is not None:
+        table["in_sample"] = _in_span(table.index, span)  # dates the model was fitted on: ~1 % flagged by design
+    if args.start is not None and args.end is not None and args.start > args.end:
+        raise DataError(f"--start {args.start.date()} is after --end {args.end.date()}: nothing lies between them.")
     table = _between(table, args.start, None, args.prices)
     scored = table.dropna(subset=["score"])
     if scored.empty:
@@ -423,14 +461,20 @@ def _cmd_score(args: argparse.Namespace) -> int:
     report = sys.stderr if args.out == "-" else sys.stdout
     print(f"Scored {_dates(scored.index)} with the model in {args.model}: {len(flagged)} flagged "
           f"(score > threshold {model.threshold_:.3f}).", file=report)
+    if table.index[-1] != scored.index[-1]:  # tonight's row has no score: say so, not only the day before
+        observed = int(returns.loc[table.index[-1]].notna().sum())
+        print(f"Last date, {table.index[-1].date()}: no score ({observed} of {returns.shape[1]} assets have a "
+              f"return; a score needs {model.min_coverage:.0%} of them).", file=report)
     last = scored.iloc[-1]
     part_text = ", ".join(f"{name} {last[name]:.2f}" for name in parts.columns)
     print(f"Latest, {scored.index[-1].date()}: score {last['score']:.2f} ({part_text}), "
           f"{'FLAGGED' if last['flag'] else 'not flagged'}; top assets: {last['top_assets'] or 'none'}.", file=report)
-    if fit_end is not None:
-        after = int((scored.index > fit_end).sum())
-        print(f"The model was fitted on dates up to {fit_end.date()}: {after:,} of the scored dates are after it "
-              "(out of sample).", file=report)
+    if span is not None:
+        days = _days(scored.index)
+        after, before = int((days > span[1].normalize()).sum()), int((days < span[0].normalize()).sum())
+        print(f"The model was fitted on dates up to {span[1].date()}: {after:,} of the scored dates are after it "
+              "(out of sample)" + (f"; {before:,} are before its first date, {span[0].date()}, and out of sample "
+                                   "too" if before else "") + ".", file=report)
     if len(flagged):
         recent = ", ".join(str(date.date()) for date in flagged[-5:])
         print(f"Flagged dates{' (the last 5)' if len(flagged) > 5 else ''}: {recent}.", file=report)
@@ -598,6 +642,10 @@ def _run(args: argparse.Namespace) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())  # Python's recipe: the flush at exit must not fail again
             return EXIT_OK
+        except KeyboardInterrupt:  # Ctrl-C: a way to stop (a checkpointed run resumes), not a crash
+            print("\nfinvae: interrupted. Finished files are kept (with --checkpoint, the same command resumes).",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def test_score_has_every_part_the_threshold_the_flag_and_top_assets(files, price
     np.testing.assert_allclose(table[list(parts.columns)], parts, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(table["threshold"], model.threshold_, rtol=1e-5)
     assert table["flag"].tolist() == model.predict(returns).tolist()
-    assert table["in_sample"].to_numpy().tolist() == (returns.index <= FIT_END).tolist()
+    fitted_on = (returns.index >= "2017-07-01") & (returns.index <= FIT_END)  # fit --start and --end
+    assert table["in_sample"].to_numpy().tolist() == fitted_on.tolist()
     shares = model.score_assets(returns)
     scored = table["score"].notna()
     assert table.loc[~scored, "top_assets"].isna().all()
@@ -167,3 +168,67 @@ def test_a_reader_that_stops_early_gets_no_traceback(files):
     done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("Date,score,")
     assert "Traceback" not in done.stderr and "Error" not in done.stderr
+
+
+def test_dates_with_a_time_or_a_zone_are_whole_days_and_fit_start_bounds_in_sample(prices, tmp_path, capsys):
+    closes = prices.set_axis(prices.index + pd.Timedelta(hours=16))  # 16:00 closes
+    closes.to_csv(tmp_path / "closes.csv")
+    utc = prices.set_axis(prices.index.tz_localize("UTC"))  # to_csv writes "2017-06-01 00:00:00+00:00"
+    utc.to_csv(tmp_path / "utc.csv")
+    for name in ("closes", "utc"):
+        model, out = str(tmp_path / f"{name}_model"), str(tmp_path / f"{name}.csv")
+        assert main(["fit", str(tmp_path / f"{name}.csv"), "--model", model, "--start", "2018-01-02",
+                     "--end", "2018-06-29", *SMALL]) == 0
+        assert "to 2018-06-29" in capsys.readouterr().out  # the end day itself, 16:00 close included
+        assert main(["score", str(tmp_path / f"{name}.csv"), "--model", model, "--out", out,
+                     "--end", "2019-01-02"]) == 0
+        printed = capsys.readouterr().out
+        table = _read(out)
+        assert str(table.index[-1].date()) == "2019-01-02"
+        days = table.index.tz_localize(None).normalize() if table.index.tz is not None else table.index.normalize()
+        assert table["in_sample"].tolist() == ((days >= "2018-01-02") & (days <= "2018-06-29")).tolist()
+        assert "are before its first date, 2018-01-02, and out of sample too" in printed
+
+
+def test_cron_mishaps_get_one_line_in_command_line_terms(files, prices, tmp_path, capsys):
+    model, out = str(files / "model"), str(tmp_path / "out.csv")
+    _fails(["score", str(files / "prices.csv"), "--model", model, "--out", out, "--start", "2019-02-01",
+            "--end", "2019-01-01"], capsys, "--start 2019-02-01 is after --end 2019-01-01")
+    twice = pd.concat([prices, prices.iloc[[-1]]])
+    twice.to_csv(tmp_path / "twice.csv")
+    _fails(["score", str(tmp_path / "twice.csv"), "--model", model, "--out", out], capsys,
+           "twice.csv", "Keep one row per date in the file")
+    prices.iloc[::-1].to_csv(tmp_path / "newest_first.csv")
+    _fails(["score", str(tmp_path / "newest_first.csv"), "--model", model, "--out", out], capsys,
+           "Sort the file's rows by date, oldest first")
+    (tmp_path / "wide.csv").write_text(prices.to_csv() + "2019-07-01,1,2,3,4,5,6,7\n")
+    _fails(["score", str(tmp_path / "wide.csv"), "--model", model, "--out", out], capsys, "Could not read")
+    zeros = prices.copy()
+    zeros.iloc[10, 2] = 0.0
+    zeros.to_csv(tmp_path / "zeros.csv")
+    _fails(["score", str(tmp_path / "zeros.csv"), "--model", model, "--out", out], capsys,
+           "zeros.csv: prices must be positive", "empty those cells in the file")
+
+
+def test_a_last_date_without_a_score_is_said_so(files, prices, tmp_path, capsys):
+    late = prices.copy()
+    late.iloc[-1, :3] = np.nan  # the vendor has not sent three of the five prices tonight
+    late.to_csv(tmp_path / "late.csv")
+    assert main(["score", str(tmp_path / "late.csv"), "--model", str(files / "model"),
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "Last date, 2019-06-28: no score (2 of 5 assets have a return" in printed
+    assert "Latest, 2019-06-27: score" in printed
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    from finvae import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    args = cli.build_parser().parse_args(["data", "sample", "--out", "-"])
+    monkeypatch.setattr(args, "func", interrupted)
+    assert cli._run(args) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["finvae: interrupted. Finished files are kept (with --checkpoint, the same command resumes)."]

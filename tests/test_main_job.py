@@ -311,6 +311,9 @@ def test_run_main_job_checks_refit_every_first_and_takes_start_none(tmp_path, mo
 def test_a_run_removes_the_temporary_files_a_killed_run_left(tmp_path):
     returns = prices_to_returns(load_sp500_sample(), stale_days=None).loc["2014":"2017", ["AAPL", "KO", "XOM"]]
     (tmp_path / ".scores.csv.x1y2z3.tmp.csv").write_text("half a file")  # as SIGKILL leaves it
+    (tmp_path / "scores.png").write_bytes(b"an earlier run's figure")
+    (tmp_path / "notes.png").write_bytes(b"the user's own")
     run_main_job(returns, out_dir=tmp_path, start="2017-01-01", min_train=500, epochs=1, refit_every=250, n_jobs=1,
                  figures=False, verbose=0)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not (tmp_path / "scores.png").exists() and (tmp_path / "notes.png").exists()  # no stale figure beside

@@ -558,8 +558,9 @@ def _read_table(path_or_buffer, source: str) -> pd.DataFrame:
                     path_or_buffer.seek(start)
                 frame = pd.read_csv(path_or_buffer, **options, decimal=",")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"Could not read {source} as CSV: {exc}. Pass a CSV or parquet file of dates × assets.") \
-            from exc
+        message = " ".join(str(exc).split())  # pandas' message ends in a newline: one line, as promised
+        raise DataError(f"Could not read {source} as CSV: {message}. Pass a CSV or parquet file of dates × "
+                        "assets.") from exc
     # A trailing separator on every line makes an empty, unnamed column: not an asset.
     empty = [c for c in frame.columns if str(c).startswith("Unnamed: ") and frame[c].isna().all()]
     return frame.drop(columns=empty)
