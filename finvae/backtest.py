@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from finvae._exceptions import DataError
 from finvae._validation import as_date_of
+from finvae.datasets._market import PRICE_LEVEL, looks_like_prices
 
 __all__ = ["OverlayResult", "anomaly_overlay", "walk_forward"]
 
@@ -58,6 +59,13 @@ def _returns_frame(returns, what: str = "returns") -> pd.DataFrame:
         raise DataError(f"{what} has duplicate asset names: {dupes}.")
     if np.isinf(returns.to_numpy(dtype=np.float64, na_value=np.nan)).any():
         raise DataError(f"{what} holds infinite values. Replace them with NaN (missing) or fix the prices.")
+    # Levels (prices, gross returns) would compound into inf and nonsense figures. The level clause alone, not
+    # looks_like_prices' step clause: hand-made returns such as 1 % every day are steady yet are returns.
+    if looks_like_prices(returns) and np.nanmedian(np.abs(returns.to_numpy(dtype=np.float64, na_value=np.nan))) \
+            > PRICE_LEVEL:
+        raise DataError(f"{what} look like price levels, not returns (nearly every value positive, median "
+                        f"{np.nanmedian(returns.to_numpy(dtype=np.float64, na_value=np.nan)):.3g}). Convert them "
+                        "first, e.g. finvae.datasets.prices_to_returns(prices).")
     return returns
 
 
@@ -494,6 +502,9 @@ def _portfolio_returns(simple: pd.DataFrame, weights, period: pd.Index) -> pd.Se
         w = np.full(simple.shape, 1.0 / simple.shape[1])
     elif isinstance(weights, (pd.Series, pd.DataFrame)):
         cols = weights.index if isinstance(weights, pd.Series) else weights.columns
+        if cols.has_duplicates:
+            raise DataError(f"weights names asset(s) {cols[cols.duplicated()].unique()[:3].tolist()} more than "
+                            "once; give each asset one weight.")
         unknown, missing = cols.difference(assets), assets.difference(cols)
         if len(unknown) or len(missing):
             raise DataError(
@@ -728,7 +739,8 @@ def anomaly_overlay(
             "flags dates must be a consecutive run of the returns' dates (sorted, no gaps), so that each "
             "flag acts on the next trading day; reindex flags on returns.index[start:end] with fill_value=False."
         )
-    period = flags.index
+    period = returns.index[rows]  # the returns' own dates, whatever labels flags matched them with
+    flags = pd.Series(flags.to_numpy(), index=period, name=flags.name)
 
     simple = np.expm1(returns) if returns_kind == "log" else returns
     simple = simple.iloc[: rows[-1] + 1]  # nothing after the backtest is used

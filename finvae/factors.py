@@ -21,6 +21,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from finvae._exceptions import DataError
+from finvae._validation import as_date_of
+from finvae.datasets._market import PRICE_LEVEL, looks_like_prices
 
 __all__ = ["explained_variance", "exposures"]
 
@@ -57,6 +59,10 @@ def _as_frame(data, what: str) -> pd.DataFrame:
     values = data.to_numpy(dtype=np.float64, na_value=np.nan)
     if np.isinf(values).any():
         raise DataError(f"{what} holds infinite values. Replace them with NaN (missing) or fix their source.")
+    if what == "returns" and looks_like_prices(values) and np.nanmedian(np.abs(values)) > PRICE_LEVEL:
+        raise DataError(f"returns look like price levels, not returns (nearly every value positive, median "
+                        f"{np.nanmedian(values):.3g}). Convert them first, e.g. "
+                        "finvae.datasets.prices_to_returns(prices).")
     return data
 
 
@@ -326,7 +332,7 @@ def explained_variance(
     if train_end is None:
         train_end = returns.index[max(int(len(returns) * DEFAULT_TRAIN_SHARE) - 1, 0)]
     elif isinstance(returns.index, pd.DatetimeIndex):
-        train_end = pd.Timestamp(train_end)
+        train_end = as_date_of(returns.index, train_end, "train_end")  # a plain date, in the index's zone
     in_train = np.asarray(returns.index <= train_end)
     if not in_train.any() or in_train.all():
         raise DataError(

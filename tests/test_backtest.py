@@ -402,3 +402,18 @@ def test_vol_target_without_any_estimate_says_so():
     with pytest.warns(UserWarning, match="no volatility estimate on any of the 20 backtest day"):
         result = anomaly_overlay(r, flags_on(r, 3), vol_target_halflife=252)
     assert (result.vol_target_positions == 1.0).all()
+
+
+def test_overlay_refuses_prices_and_repeated_weights_and_keeps_the_returns_dates():
+    dates = pd.bdate_range("2020-01-01", periods=60)
+    returns = pd.DataFrame(np.random.default_rng(5).normal(0, 0.01, (60, 2)), index=dates, columns=["A", "B"])
+    flags = pd.Series(False, index=dates)
+    flags.iloc[10] = True
+    with pytest.raises(DataError, match="look like price levels, not returns"):
+        anomaly_overlay(100.0 * np.exp(returns.cumsum()), flags)
+    with pytest.raises(DataError, match=r"weights names asset\(s\) \['A'\] more than once"):
+        anomaly_overlay(returns, flags, weights=pd.Series([0.5, 0.3, 0.2], index=["A", "A", "B"]))
+    as_text = flags.set_axis(dates.strftime("%Y-%m-%d"))  # flags.csv read back without parse_dates
+    result = anomaly_overlay(returns, as_text)
+    assert result.returns.index.equals(dates) and result.positions.index.equals(dates)
+    pd.testing.assert_series_equal(result.returns, anomaly_overlay(returns, flags).returns)

@@ -243,3 +243,14 @@ def test_explained_variance_errors():
         explained_variance(PCA(1), r, train_end=r.index[99])
     with pytest.raises(ValueError, match="exceeds"):
         explained_variance(None, r, train_end=r.index[99], n_components=50)
+
+
+def test_explained_variance_refuses_prices_and_reads_train_end_in_the_returns_zone():
+    r, _, _ = factor_model()
+    with pytest.raises(DataError, match="returns look like price levels"):
+        explained_variance(None, 100.0 * np.exp(r.cumsum()), train_end=r.index[499])
+    zoned = r.tz_localize("America/New_York")
+    table = explained_variance(None, zoned, train_end=str(r.index[499].date()), n_components=2)
+    assert table.attrs["train_end"] == zoned.index[499]
+    with pytest.raises(DataError, match=r"train_end='2011-13-45' is not a date"):
+        explained_variance(None, r, train_end="2011-13-45", n_components=2)
