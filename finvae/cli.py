@@ -281,9 +281,13 @@ def _day_bounds(index: pd.DatetimeIndex, start, end) -> tuple:
     return start, end
 
 
-def _between(returns: pd.DataFrame, start, end, path: str) -> pd.DataFrame:
+def _check_date_order(start, end) -> None:
     if start is not None and end is not None and start > end:
         raise DataError(f"--start {start.date()} is after --end {end.date()}: nothing lies between them.")
+
+
+def _between(returns: pd.DataFrame, start, end, path: str) -> pd.DataFrame:
+    _check_date_order(start, end)
     start, end = _day_bounds(returns.index, start, end)
     chosen = returns.loc[start:end]
     if chosen.empty:
@@ -415,6 +419,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from finvae import FinVAE
 
+    _check_date_order(args.start, args.end)  # before any work: --start applies to the scores, after the scoring
     model = FinVAE.load(args.model)
     returns = _between(_read_returns(args.prices, args.assume), None, args.end, args.prices)
     fitted = [str(name) for name in getattr(model, "asset_names_", getattr(model, "feature_names_in_", []))]
@@ -447,8 +452,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
     span = _fit_span(Path(args.model))
     if span is not None:
         table["in_sample"] = _in_span(table.index, span)  # dates the model was fitted on: ~1 % flagged by design
-    if args.start is not None and args.end is not None and args.start > args.end:
-        raise DataError(f"--start {args.start.date()} is after --end {args.end.date()}: nothing lies between them.")
     table = _between(table, args.start, None, args.prices)
     scored = table.dropna(subset=["score"])
     if scored.empty:
