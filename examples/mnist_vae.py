@@ -147,21 +147,26 @@ def plot_latent_scatter(mu: np.ndarray, labels: np.ndarray, path: Path) -> None:
 def plot_manifold(model: ConvVAE, path: Path, n: int = 15) -> None:
     """The course's grid: digits decoded at standard-normal quantiles 0.05 … 0.95 of z[0], z[1].
 
-    Other latent axes (latent size > 2) stay at 0, the prior's mean.
+    Other latent axes (latent size > 2) stay at 0, the prior's mean; with one latent axis, one row.
     """
     grid = norm.ppf(np.linspace(0.05, 0.95, n))
-    z = np.zeros((n * n, model.latent_dim))
-    z[:, 0] = np.tile(grid, n)  # across: z[0] rises left to right
+    rows = n if model.latent_dim > 1 else 1
+    z = np.zeros((rows * n, model.latent_dim))
+    z[:, 0] = np.tile(grid, rows)  # across: z[0] rises left to right
     if model.latent_dim > 1:
         z[:, 1] = np.repeat(grid[::-1], n)  # down: z[1] falls, so "up" is positive as in the scatter
-    images = _decode_means(model, z).reshape(n, n, 28, 28).transpose(0, 2, 1, 3).reshape(n * 28, n * 28)
-    fig, ax = plt.subplots(figsize=(9, 9))
+    images = _decode_means(model, z).reshape(rows, n, 28, 28).transpose(0, 2, 1, 3).reshape(rows * 28, n * 28)
+    fig, ax = plt.subplots(figsize=(9, 9 * rows / n + (0.8 if rows == 1 else 0)))
     ax.imshow(images, cmap="Greys_r")
     ticks = np.arange(n) * 28 + 13.5
     labels = [f"{v:.1f}" for v in np.round(grid, 1) + 0.0]  # + 0.0 turns -0.0 into 0.0
     ax.set_xticks(ticks, labels, rotation=90)
-    ax.set_yticks(ticks, labels[::-1])
-    ax.set(xlabel="z[0]", ylabel="z[1]", title="Digits decoded from a grid of latent points")
+    if rows > 1:
+        ax.set_yticks(ticks, labels[::-1])
+        ax.set_ylabel("z[1]")
+    else:
+        ax.set_yticks([])
+    ax.set(xlabel="z[0]", title="Digits decoded from a grid of latent points")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -186,7 +186,7 @@ def latent_concept(
 
         v = latent_concept(z[(labels == 1) | (labels == 7)], labels[(labels == 1) | (labels == 7)] == 7)
         moved = shift_codes(z[labels == 4], v, strengths=[0, 0.5, 1])   # (3, n_fours, latent_dim)
-        images = decode(moved)                                          # your model's decoder
+        images = torch.sigmoid(vae.decode(moved[-1]))                   # the fours moved all the way
     """
     z, m, names = _codes_and_mask(codes, mask)
     if n_boot < 1:

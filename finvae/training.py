@@ -52,6 +52,7 @@ class TensorBatches:
     """Batches from tensors that share their first axis (images, for instance)."""
 
     def __init__(self, *tensors: Tensor) -> None:
+        tensors = tuple(torch.as_tensor(t) for t in tensors)  # numpy arrays too (their dtype is kept)
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("TensorBatches needs one or more tensors of the same length")
         self.tensors = tensors
@@ -109,7 +110,9 @@ class TrainingConfig:
         codes. The weights are initialised when the model is built, before
         training: build it inside ``with seeded(seed):`` (:func:`seeded`) for the
         same starting weights. The same seed, data and machine then give the same
-        numbers. The global torch RNG is left as it was.
+        numbers, and the global torch RNG is left as it was. With None, the
+        shuffling seed is drawn from the global torch RNG (so ``torch.manual_seed``
+        before training makes a run repeatable too).
 
     Every number is checked when the config is made: a ValueError names the field.
     verbose : int
@@ -158,6 +161,9 @@ class TrainingConfig:
         number("validation_fraction", 0.0, most=1.0)
         if self.patience is not None:
             whole("patience", 1)
+        if self.seed is not None:
+            whole("seed", 0)
+            self.seed = int(self.seed)  # numpy integers too: torch's generator takes a Python int
         if self.max_grad_norm is not None:
             number("max_grad_norm", 0.0, above=True)
 
@@ -399,6 +405,10 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
         If the loss becomes NaN or infinite.
     """
     cfg = config or TrainingConfig()
+    if isinstance(data, Tensor) or not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise TypeError(f"train_vae takes batches that a tensor of positions indexes, such as TensorBatches(images); "
+                        f"got {type(data).__name__}. Wrap tensors or arrays: TensorBatches(x) (a DataLoader or "
+                        "Dataset: TensorBatches of the tensors it holds).")
     device = resolve_device(cfg.device)
     autocast_dtype = resolve_precision(cfg.precision, device)
     model.to(device)
@@ -481,6 +491,8 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    for parameter in model.parameters():  # out of Adam's flat buffer: each its own storage, as torch saves expect
+        parameter.data = parameter.data.clone()
     model.eval()
     history = pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1, name="epoch"))
     history.attrs["best_epoch"] = best_epoch or len(rows)

@@ -94,3 +94,29 @@ def test_gaussian_nll_with_mask_ignores_masked_entries(fill):
     nll.sum().backward()
     assert torch.isfinite(mean.grad).all() and torch.isfinite(log_scale.grad).all()
     assert torch.all(mean.grad[~mask] == 0)  # masked entries pull on nothing
+
+
+@pytest.mark.parametrize(("images", "message"), [
+    (torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8), r"float32 images in \[0, 1\]; got dtype torch.uint8"),
+    (torch.rand(2, 1, 28, 28, dtype=torch.float64), "got dtype torch.float64"),
+    (torch.rand(2, 28, 28), r"add the channel axis: x.unsqueeze\(1\)"),
+    (torch.rand(2, 3, 32, 32), r"shape \(n, 1, 28, 28\); got \(2, 3, 32, 32\)"),
+    (255 * torch.rand(2, 1, 28, 28), r"needs images in \[0, 1\]; got values from .* x.float\(\) / 255"),
+])
+def test_conv_vae_says_what_images_it_takes(images, message):
+    from finvae.nn import ConvVAE
+
+    with pytest.raises(ValueError, match=message):
+        ConvVAE(2).elbo_terms(images)
+
+
+def test_conv_vae_decodes_codes_given_as_float64_arrays():
+    import numpy as np
+
+    from finvae.nn import ConvVAE
+
+    model = ConvVAE(2).eval()
+    codes = np.zeros((3, 2))  # what finvae.concepts.shift_codes gives for one strength
+    with torch.no_grad():
+        assert model.decode(codes).shape == (3, 1, 28, 28)
+        assert torch.equal(model.decode(codes), model.decode(torch.zeros(3, 2)))

@@ -229,6 +229,8 @@ def test_training_does_not_import_torch_compile_machinery():
     (dict(max_grad_norm=-1.0), "max_grad_norm must be a finite number > 0"),
     (dict(validation_fraction=float("nan")), "validation_fraction must be a finite number ≥ 0 and < 1"),
     (dict(patience=0), "patience must be an integer ≥ 1"),
+    (dict(seed=1.5), "seed must be an integer ≥ 0"),
+    (dict(seed="0"), "seed must be an integer ≥ 0"),
 ])
 def test_config_names_the_setting_out_of_range(setting, message):
     with pytest.raises(ValueError, match=message):
@@ -238,3 +240,30 @@ def test_config_names_the_setting_out_of_range(setting, message):
 def test_empty_data_say_so():
     with pytest.raises(ValueError, match="no examples to train on"):
         train_vae(TinyVAE(), TensorBatches(torch.zeros(0, 8)), TrainingConfig(epochs=1, verbose=0))
+
+
+def test_numpy_seeds_numpy_data_and_what_train_vae_cannot_take():
+    import numpy as np
+
+    model, history = _fit(seed=3)
+    with seeded(3):
+        again = TinyVAE()
+    data = TensorBatches(_data().tensors[0].numpy())  # an array is taken as the tensor it holds
+    repeat = train_vae(again, data, TrainingConfig(epochs=4, batch_size=16, seed=np.int64(3), verbose=0))
+    assert repeat["train_loss"].equals(history["train_loss"])
+    for bad in (_data().tensors[0], torch.utils.data.DataLoader(_data().tensors[0])):
+        with pytest.raises(TypeError, match=r"train_vae takes batches .* TensorBatches\(x\)"):
+            train_vae(TinyVAE(), bad, TrainingConfig(epochs=1, verbose=0))
+
+
+def test_a_trained_model_has_one_storage_per_parameter_and_saves_with_safetensors(tmp_path):
+    from safetensors.torch import load_model, save_model
+
+    model, _ = _fit()
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert len(storages) == len(list(model.parameters()))  # not views of Adam's flat buffer any more
+    save_model(model, tmp_path / "model.safetensors")
+    reloaded = TinyVAE()
+    load_model(reloaded, tmp_path / "model.safetensors")
+    for a, b in zip(model.state_dict().values(), reloaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -115,6 +115,39 @@ class ConvVAE(VAE):
                     nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean and log-variance of ``(n, 1, 28, 28)`` float images in [0, 1]."""
+        _check_images(x)
+        return super().encode(x)
+
+    def decode(self, z) -> Tensor:
+        """Logits of the images for latent points ``z`` (n, latent_dim): a tensor, or an array such as
+        :func:`finvae.concepts.shift_codes` gives, read as float32."""
+        if not isinstance(z, Tensor):
+            weight = self.decoder.net[-1].weight
+            z = torch.as_tensor(z, dtype=weight.dtype, device=weight.device)
+        elif z.dtype == torch.float64:  # e.g. torch.from_numpy of shifted codes
+            z = z.float()
+        return super().decode(z)
+
     def reconstruction_nll(self, decoded: Tensor, x: Tensor, *extra: Tensor) -> Tensor:
         """Bernoulli cross-entropy of ``x`` given the decoder's logits, one value per image."""
+        low, high = torch.aminmax(x.detach())
+        if low < 0 or high > 1:  # outside [0, 1] the cross-entropy has no minimum: training runs off to -inf
+            raise ValueError(f"ConvVAE's Bernoulli likelihood needs images in [0, 1]; got values from {float(low):g} "
+                             f"to {float(high):g}. Scale them, e.g. x.float() / 255 for uint8 images.")
         return bernoulli_nll(decoded, x)
+
+
+def _check_images(x) -> None:
+    """A ValueError naming what ConvVAE takes, for input of another type, dtype or shape."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"ConvVAE takes a torch tensor of images; got {type(x).__name__}. "
+                         "Convert it, e.g. torch.as_tensor(x, dtype=torch.float32).")
+    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+        hint = " (add the channel axis: x.unsqueeze(1))" if tuple(x.shape[1:]) == (28, 28) else \
+            " (one grey channel of 28×28 pixels: resize or convert your images)"
+        raise ValueError(f"ConvVAE takes images of shape (n, 1, 28, 28); got {tuple(x.shape)}{hint}.")
+    if not x.is_floating_point() or x.dtype == torch.float64:
+        raise ValueError(f"ConvVAE takes float32 images in [0, 1]; got dtype {x.dtype}. Convert them, e.g. "
+                         "x.float() / 255 for uint8 images, or x.float() for float64 ones.")
