@@ -322,11 +322,14 @@ def plot_var_backtest(
     Parameters
     ----------
     returns : Series
-        The portfolio's return on each day.
+        The portfolio's return on each day: :func:`finvae.risk.portfolio_returns`
+        gives the portfolio the VaR is for (a missing return counts as 0), on
+        trading days only.
     value_at_risk : Series
         The VaR (a positive loss) *for* each day, i.e. forecast at the previous
-        close: ``model.value_at_risk(X).shift(1)`` on the same dates. Days where
-        either is NaN are left out.
+        trading day's close: ``var.loc[pnl.index].shift(1)`` with ``pnl`` the
+        returns above (a plain ``.shift(1)`` over a calendar with holiday rows
+        would pair a VaR with the holiday). Days where either is NaN are left out.
     title : str
         Title of the figure.
     figsize : (float, float), default=(11, 4.5)

@@ -86,7 +86,7 @@ from finvae._exceptions import DataError
 from finvae.windows import trailing_ewma
 
 __all__ = ["LOOKBACK", "MIN_DAYS", "MIN_OUTCOMES", "covariance", "covariance_forecasts",
-           "expected_shortfall", "tail_risk", "value_at_risk"]
+           "expected_shortfall", "portfolio_returns", "tail_risk", "value_at_risk"]
 
 #: Days of surprises behind each covariance forecast: one trading year, as the baselines use.
 LOOKBACK = 252
@@ -166,6 +166,11 @@ def _check_weights(weights, model, n_assets: int) -> np.ndarray:
 def _positions(index, dates, n_days: int) -> np.ndarray:
     if dates is None:
         return np.arange(n_days)
+    if np.asarray(dates).dtype == bool:  # a mask over X's rows, the pandas idiom
+        mask = np.asarray(dates).ravel()
+        if len(mask) != n_days:
+            raise DataError(f"dates as a boolean mask must have one value per row of X ({n_days}); got {len(mask)}.")
+        return np.flatnonzero(mask)
     if index is None:
         given = np.asarray(dates).ravel()
         if given.size and not np.all(np.equal(np.mod(given.astype(np.float64), 1), 0)):
@@ -367,6 +372,11 @@ def covariance(model, X, *, horizon: int = 1) -> pd.DataFrame | np.ndarray:
     """
     horizon = _check_horizon(horizon)
     X = _frame(X)
+    last = X.iloc[-1].to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, np.float64)[-1]
+    if len(X) and np.isnan(last).all():
+        when = X.index[-1] if isinstance(X, pd.DataFrame) else f"row {len(X) - 1}"
+        raise DataError(f"X's last date, {when}, has no return for any asset (a holiday?): a forecast is made at a "
+                        "trading day's close. Drop such rows, e.g. X.dropna(how='all').")
     arrays, parts = _forecast_arrays(model, X, np.array([len(X) - 1]), horizon)
     if parts.index is None:
         return arrays[0]
@@ -496,10 +506,43 @@ def value_at_risk(model, X, alpha: float = 0.01, weights=None, horizon: int = 1)
     >>> returns = prices_to_returns(load_sp500_sample())
     >>> model = FinVAE(random_state=0, verbose=0).fit(returns.loc[:"2012"])
     >>> var = model.value_at_risk(returns, alpha=0.01)       # 99 % one-day VaR, equal weights
-    >>> exceptions = -returns.mean(axis=1).shift(-1) > var   # the next day lost more
+    >>> pnl = portfolio_returns(model, returns)               # the portfolio it is for, trading days only
+    >>> exceptions = -pnl.shift(-1) > var.loc[pnl.index]      # the next trading day lost more
     """
     var, _, index = _portfolio_tail(model, X, alpha, weights, horizon)
     return var if index is None else pd.Series(var, index=index, name="value_at_risk")
+
+
+def portfolio_returns(model, X, weights=None) -> pd.Series | np.ndarray:
+    """The daily return of the portfolio whose VaR and ES this module forecasts, on trading days only.
+
+    ``sum_i w_i r_i`` with the weights as :func:`value_at_risk` reads them (equal
+    weights ``1 / n_assets`` by default) and a missing return counted as 0, as
+    the forecasts count it (``returns.mean(axis=1)`` would instead re-weight over
+    the assets present, another portfolio). Dates on which no asset has a return
+    (holidays of a merged calendar) are left out, as the forecasts leave them
+    out, so that ``pnl.shift(-1)`` is the next *trading* day's return: the
+    outcome of the one-day VaR made at a date's close.
+
+    Returns
+    -------
+    pnl : Series named "portfolio" on ``X``'s trading days (ndarray for array input)
+
+    Examples
+    --------
+    >>> pnl = portfolio_returns(model, returns, weights)                 # doctest: +SKIP
+    >>> var = model.value_at_risk(returns, weights=weights).loc[pnl.index]  # doctest: +SKIP
+    >>> plot_var_backtest(pnl, var.shift(1))   # each day's return against the VaR made the day before  # doctest: +SKIP
+    """
+    check_is_fitted(model)
+    X = _frame(X)
+    w = _check_weights(weights, model, int(model.n_features_in_))
+    values = X.to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(w):
+        raise DataError(f"X must have one column per asset of the model ({len(w)}); got shape {values.shape}.")
+    trading = ~np.isnan(values).all(axis=1)
+    pnl = np.nansum(values[trading] * w, axis=1)
+    return pnl if not isinstance(X, pd.DataFrame) else pd.Series(pnl, index=X.index[trading], name="portfolio")
 
 
 def expected_shortfall(model, X, alpha: float = 0.01, weights=None, horizon: int = 1) -> pd.Series | np.ndarray:

@@ -307,3 +307,33 @@ def test_risk_refuses_an_empty_portfolio_a_horizon_past_the_data_and_fractional_
         model.value_at_risk(returns, horizon=len(returns))
     with pytest.raises(DataError, match="whole row positions"):
         covariance_forecasts(model, returns.to_numpy(), dates=[300.5])
+
+
+def test_portfolio_returns_are_the_var_s_portfolio_on_trading_days_for_an_aligned_backtest(model, returns):
+    merged = returns.copy()
+    merged.iloc[300] = np.nan  # a holiday row of a merged calendar
+    merged.iloc[310:, 4] = np.nan  # EEE delisted: its weight stays, its return counts as 0
+    weights = pd.Series([0.4, 0.3, 0.2, 0.1, 0.2], index=ASSETS)
+    from finvae.risk import portfolio_returns
+
+    pnl = portfolio_returns(model, merged, weights)
+    assert merged.index[300] not in pnl.index and len(pnl) == len(merged) - 1
+    expected = merged.drop(index=merged.index[300]).fillna(0.0) @ weights
+    pd.testing.assert_series_equal(pnl, expected.rename("portfolio"))
+    var = model.value_at_risk(merged, weights=weights)
+    paired = pd.concat([-pnl.shift(-1), var.loc[pnl.index]], axis=1).dropna()
+    assert merged.index[299] in paired.index  # the day before the holiday is judged on the day after it
+    np.testing.assert_array_equal(portfolio_returns(model, merged.to_numpy(), weights.to_numpy()), pnl.to_numpy())
+
+
+def test_a_last_date_without_returns_and_a_boolean_mask_of_dates(model, returns):
+    holiday = returns.copy()
+    holiday.iloc[-1] = np.nan
+    with pytest.raises(DataError, match=r"last date, .* has no return for any asset \(a holiday\?\)"):
+        covariance(model, holiday)
+    mask = np.zeros(len(returns), bool)
+    mask[-3:] = True
+    by_mask = covariance_forecasts(model, returns.to_numpy(), dates=mask)
+    np.testing.assert_allclose(by_mask, covariance_forecasts(model, returns.to_numpy(), dates=np.flatnonzero(mask)))
+    with pytest.raises(DataError, match="one value per row of X"):
+        covariance_forecasts(model, returns.to_numpy(), dates=mask[:-1])
