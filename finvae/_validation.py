@@ -10,7 +10,7 @@ from finvae._exceptions import DataError
 
 # One rule for "prices, not returns", shared with the data loaders. finvae.datasets
 # imports nothing from the estimator side, so this import makes no cycle.
-from finvae.datasets._market import check_not_price_fields, looks_like_prices
+from finvae.datasets._market import PRICE_LEVEL, check_not_price_fields, looks_like_prices
 
 
 def _first(labels, limit: int = 3) -> str:
@@ -68,7 +68,7 @@ def check_returns(X, *, window: int, what: str = "returns",
             )
         if not index.is_monotonic_increasing:
             position = int(np.flatnonzero(index[1:] < index[:-1])[0]) + 1
-            if index.dtype == object or pd.api.types.is_string_dtype(index.dtype):
+            if pd.api.types.infer_dtype(index, skipna=True) == "string":
                 # Text is compared as text ('1/12/2015' < '1/9/2015'): sorting it would scramble the history.
                 raise DataError(
                     f"{what} dates are text, compared as text: {index[position]!r} comes before "
@@ -119,13 +119,27 @@ def check_returns(X, *, window: int, what: str = "returns",
     if fitting and empty.any():
         raise DataError(f"{what} column(s) {_first(labels[empty])} hold no data (all NaN). Drop them.")
     if looks_like_prices(values):
-        finite = values[np.isfinite(values)]
-        raise DataError(
-            f"{what} look like price levels, not returns: (nearly) every value is positive and the median is "
-            f"{np.median(finite):.3g}. Convert prices first, e.g. "
-            "finvae.datasets.prices_to_returns(prices)."
-        )
+        raise DataError(_levels_message(values, what))
     return values, index, columns
+
+
+def _levels_message(values: np.ndarray, what: str) -> str:
+    finite = values[np.isfinite(values)]
+    positive = f"{np.mean(finite > 0):.2%} of the values" if (finite <= 0).any() else "every value"
+    return (f"{what} look like price levels, not returns: {positive} positive, median {np.median(finite):.3g}. "
+            "Convert prices first, e.g. finvae.datasets.prices_to_returns(prices).")
+
+
+def check_not_levels(values, what: str = "returns") -> None:
+    """DataError when ``values`` are levels (prices, gross returns ``1 + r``) passed as returns.
+
+    The level clause of :func:`finvae.datasets.looks_like_prices` only (nearly all positive, with a median
+    above ``PRICE_LEVEL``): hand-made returns such as 1 % every day are steady, yet are returns. For the
+    tools that compound returns (backtests, indexes, factor fits), where levels give inf and nonsense.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if looks_like_prices(values) and np.nanmedian(np.abs(values)) > PRICE_LEVEL:
+        raise DataError(_levels_message(values, what))
 
 
 def as_date_of(index: pd.DatetimeIndex, date, name: str = "date") -> pd.Timestamp:

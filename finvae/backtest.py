@@ -23,8 +23,7 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from finvae._exceptions import DataError
-from finvae._validation import as_date_of
-from finvae.datasets._market import PRICE_LEVEL, looks_like_prices
+from finvae._validation import as_date_of, check_not_levels
 
 __all__ = ["OverlayResult", "anomaly_overlay", "walk_forward"]
 
@@ -59,13 +58,7 @@ def _returns_frame(returns, what: str = "returns") -> pd.DataFrame:
         raise DataError(f"{what} has duplicate asset names: {dupes}.")
     if np.isinf(returns.to_numpy(dtype=np.float64, na_value=np.nan)).any():
         raise DataError(f"{what} holds infinite values. Replace them with NaN (missing) or fix the prices.")
-    # Levels (prices, gross returns) would compound into inf and nonsense figures. The level clause alone, not
-    # looks_like_prices' step clause: hand-made returns such as 1 % every day are steady yet are returns.
-    if looks_like_prices(returns) and np.nanmedian(np.abs(returns.to_numpy(dtype=np.float64, na_value=np.nan))) \
-            > PRICE_LEVEL:
-        raise DataError(f"{what} look like price levels, not returns (nearly every value positive, median "
-                        f"{np.nanmedian(returns.to_numpy(dtype=np.float64, na_value=np.nan)):.3g}). Convert them "
-                        "first, e.g. finvae.datasets.prices_to_returns(prices).")
+    check_not_levels(returns.to_numpy(dtype=np.float64, na_value=np.nan), what)  # they would compound to inf
     return returns
 
 
@@ -496,6 +489,8 @@ class OverlayResult:
 def _portfolio_returns(simple: pd.DataFrame, weights, period: pd.Index) -> pd.Series:
     """Daily return of the target-weight portfolio, renormalised over the assets with data."""
     assets = simple.columns
+    if isinstance(weights, dict):  # {asset: weight}, read like a Series (as finvae.risk reads it)
+        weights = pd.Series(weights)
     if isinstance(weights, str):
         if weights != "equal":
             raise ValueError(f"weights must be 'equal', a Series or a DataFrame; got {weights!r}.")

@@ -591,9 +591,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The warnings this run has printed: one command can meet the same one in several steps (score, its parts, ...).
+_PRINTED: set[str] = set()
+
+
 def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
     # One line per warning, without the source file and line: they mean nothing to a CLI user.
-    print(f"finvae: warning: {_for_the_command_line(str(message))}", file=sys.stderr)
+    text = f"finvae: warning: {_for_the_command_line(str(message))}"
+    if text not in _PRINTED:
+        _PRINTED.add(text)
+        print(text, file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -636,6 +643,7 @@ def _exit_on_sigterm(signum, frame) -> None:
 def _run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # restores the global warning display on the way out
         warnings.showwarning = _print_warning
+        _PRINTED.clear()
         try:
             return args.func(args)
         except DataError as exc:

@@ -722,11 +722,10 @@ def _check_frame(returns) -> None:
             f"returns must be a DataFrame with dates as index (got {type(returns).__name__}): "
             "dates are how masks and `at` are matched."
         )
-    if not isinstance(returns.index, pd.DatetimeIndex):
+    if pd.api.types.infer_dtype(returns.index, skipna=True) == "string":  # read_csv without parse_dates
         raise DataError(
-            f"returns must have dates as index (a DatetimeIndex); got a {type(returns.index).__name__}"
-            + (f" such as {returns.index[0]!r}" if len(returns.index) else "")
-            + ". Parse them, e.g. pd.read_csv(..., index_col=0, parse_dates=True) "
+            f"returns has text as its index, such as {returns.index[0]!r}, not dates. "
+            "Parse them, e.g. pd.read_csv(..., index_col=0, parse_dates=True) "
             "or returns.index = pd.to_datetime(returns.index)."
         )
 

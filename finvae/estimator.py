@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
@@ -352,14 +354,16 @@ class FinVAE(TransformerMixin, BaseEstimator):
                 "training data: nothing can be learned from one day. Fit on a longer history, or drop them."
             )
         few = np.flatnonzero(counts < MIN_ASSET_DAYS)
-        if len(few):
-            named = ", ".join(f"{n} ({c} days)" for n, c in zip(self._asset_names()[few][:5], counts[few][:5],
-                                                                      strict=True))
-            warnings.warn(
-                f"asset(s) {named} have fewer than {MIN_ASSET_DAYS} returns in the training data: their volatility "
-                "and tail are guessed from a few days, and their scores will be noisy (a late listing can flag "
-                "many later dates). Fit on a longer history, or drop them until they have one.", UserWarning,
-                stacklevel=3)  # past sklearn's fit wrapper, to the caller
+        if len(few) == len(counts):
+            _warn(f"the training data hold at most {counts.max()} returns per asset, fewer than {MIN_ASSET_DAYS}: "
+                  "each asset's volatility and tail are guessed from a few days, and the scores will be noisy. "
+                  "Fit on a longer history.")
+        elif len(few):
+            named = [f"{n} ({c} days)" for n, c in zip(self._asset_names()[few], counts[few], strict=True)]
+            _warn(f"asset(s) {', '.join(named[:5])}{f' and {len(named) - 5} more' if len(named) > 5 else ''} have "
+                  f"fewer than {MIN_ASSET_DAYS} returns in the training data: their volatility and tail are guessed "
+                  "from a few days, and their scores will be noisy (a late listing can flag many later dates). Fit "
+                  "on a longer history, or drop them until they have one.")
         self.mean_ = np.nanmean(values, axis=0)
         self.scale_ = np.nanstd(values, axis=0)
         flat = np.flatnonzero(~(self.scale_ > 0))
@@ -550,12 +554,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
         """Warn when returns are some 30 times larger or smaller than the training ones: percent against decimals?"""
         with warnings.catch_warnings(), np.errstate(invalid="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # an asset without data here: a NaN ratio, skipped
-            ratio = np.nanmedian(np.nanmean(np.abs(values), axis=0) / self.scale_)
+            ratio = np.nanmedian(np.nanstd(values, axis=0) / self.scale_)  # each asset's volatility, here / at fit
         if np.isfinite(ratio) and not 1 / 30 < ratio < 30:
-            warnings.warn(
-                f"X's returns are about {ratio:.3g} times the size of the training returns (in units of each asset's "
-                "training volatility): are they in other units, percent against decimals? Pass them in the units "
-                "the model was fitted on.", UserWarning, stacklevel=4)
+            _warn(f"the returns' volatility is about {ratio:.3g} times that of the training returns: are they in "
+                  "other units, percent against decimals? Pass them in the units the model was fitted on.")
 
     def _check_columns(self, columns, n_features: int) -> None:
         fitted = getattr(self, "asset_names_", getattr(self, "feature_names_in_", None))
@@ -1132,16 +1134,32 @@ def elbo_scorer(estimator: FinVAE, X, y=None) -> float:
     return estimator.elbo(X)
 
 
+def _warn(message: str) -> None:
+    """A UserWarning attributed to the caller's line: the first frame outside finvae (and sklearn's wrappers)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of _warn
+    while frame is not None and (frame.f_code.co_filename.startswith(package)
+                                 or f"{os.sep}sklearn{os.sep}" in frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
 def _warn_empty_dates(values: np.ndarray, index) -> None:
-    """Warn about dates on which no asset has a return: each still counts as a day of its windows."""
-    empty = np.flatnonzero(np.isnan(values).all(axis=1))
-    if len(empty):
-        first = index[empty[0]] if index is not None else f"row {empty[0]}"
+    """Warn about dates inside the data on which no asset has a return: each counts as a day of its windows.
+
+    A leading empty row (the first row of ``prices.pct_change()``) or a trailing one changes no score.
+    """
+    has_data = np.flatnonzero(~np.isnan(values).all(axis=1))
+    if not len(has_data):
+        return
+    inside = np.isnan(values[has_data[0] : has_data[-1] + 1]).all(axis=1)
+    if inside.any():
+        first = has_data[0] + int(np.flatnonzero(inside)[0])
+        first = index[first] if index is not None else f"row {first}"
         first = first.date() if isinstance(first, pd.Timestamp) else first
-        warnings.warn(
-            f"{len(empty)} date(s) have no return for any asset, the first {first} (holidays on a business-day "
-            "calendar?). Each counts as a day of its windows, with no move, which changes the scores of the days "
-            "around it. If they are no trading days, drop them: X.dropna(how='all').", UserWarning, stacklevel=4)
+        _warn(f"{int(inside.sum())} date(s) have no return for any asset, the first {first} (holidays on a "
+              "business-day calendar?). Each counts as a day of its windows, with no move, which changes the "
+              "scores of the days around it. If they are no trading days, drop them: X.dropna(how='all').")
 
 
 def _seed(random_state) -> int | None:

@@ -21,8 +21,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from finvae._exceptions import DataError
-from finvae._validation import as_date_of
-from finvae.datasets._market import PRICE_LEVEL, looks_like_prices
+from finvae._validation import as_date_of, check_not_levels
 
 __all__ = ["explained_variance", "exposures"]
 
@@ -59,10 +58,8 @@ def _as_frame(data, what: str) -> pd.DataFrame:
     values = data.to_numpy(dtype=np.float64, na_value=np.nan)
     if np.isinf(values).any():
         raise DataError(f"{what} holds infinite values. Replace them with NaN (missing) or fix their source.")
-    if what == "returns" and looks_like_prices(values) and np.nanmedian(np.abs(values)) > PRICE_LEVEL:
-        raise DataError(f"returns look like price levels, not returns (nearly every value positive, median "
-                        f"{np.nanmedian(values):.3g}). Convert them first, e.g. "
-                        "finvae.datasets.prices_to_returns(prices).")
+    if what == "returns":
+        check_not_levels(values, what)
     return data
 
 

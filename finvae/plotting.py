@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from finvae._exceptions import DataError
+from finvae._validation import check_not_levels
 from finvae.datasets._market import looks_like_prices
 
 __all__ = ["equal_weight_index", "plot_asset_contributions", "plot_factors", "plot_scores", "plot_var_backtest"]
@@ -56,10 +57,12 @@ def equal_weight_index(returns: pd.DataFrame, *, kind: str = "log") -> pd.Series
         raise ValueError(f"kind must be 'log' or 'simple'; got {kind!r}.")
     if not isinstance(returns, pd.DataFrame):
         raise DataError(f"returns must be a pandas DataFrame (dates × assets); got {type(returns).__name__}.")
-    if looks_like_prices(returns):
-        raise DataError("returns look like price levels (every value positive): pass returns, e.g. "
-                        "finvae.datasets.prices_to_returns(prices).")
-    simple = np.expm1(returns) if kind == "log" else returns
+    check_not_levels(returns.to_numpy(dtype=np.float64, na_value=np.nan))
+    return _growth(np.expm1(returns) if kind == "log" else returns)
+
+
+def _growth(simple: pd.DataFrame) -> pd.Series:
+    """Growth of 1 in the daily-rebalanced equal-weight portfolio of simple returns (no check on them)."""
     daily = simple.mean(axis=1, skipna=True).fillna(0.0)  # a day with no data at all: no move
     return (1.0 + daily).cumprod().rename("equal-weight index")
 
@@ -129,7 +132,7 @@ def plot_scores(
             prices = prices_or_index.loc[scores.index[0]: scores.index[-1]]
             if prices.empty:
                 raise DataError("prices_or_index has no values on the dates of scores; pass the same period.")
-            level = equal_weight_index(prices.pct_change(fill_method=None).iloc[1:], kind="simple")
+            level = _growth(prices.pct_change(fill_method=None).iloc[1:])  # steady prices give steady returns
             level = pd.concat([pd.Series([1.0], index=prices.index[:1]), level])
         else:
             level = _series(prices_or_index, "prices_or_index").loc[scores.index[0]: scores.index[-1]]
@@ -285,12 +288,13 @@ def plot_asset_contributions(
     table = shares.loc[days].fillna(0.0)
     leaders = table.sum().sort_values(ascending=False).index[: int(n_assets)]
     parts = table[leaders]
+    pooled = "other" if "other" not in set(map(str, table.columns)) else "(other assets)"  # an asset called other
     if len(leaders) < table.shape[1]:
-        parts = parts.assign(other=table.drop(columns=leaders).sum(axis=1))
+        parts = parts.assign(**{pooled: table.drop(columns=leaders).sum(axis=1)})
 
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     palette = plt.get_cmap("tab10" if len(leaders) <= 10 else "tab20").colors
-    colors = list(palette[: len(leaders)]) + (["lightgray"] if "other" in parts.columns else [])
+    colors = list(palette[: len(leaders)]) + ["lightgray"] * (parts.shape[1] - len(leaders))
     labels = [f"{d:%Y-%m-%d}  score {scores[d]:.1f}" for d in days]
     rows = np.arange(len(days))[::-1]  # the most anomalous day on top
     left = np.zeros(len(days))
@@ -298,7 +302,7 @@ def plot_asset_contributions(
         width = parts[name].to_numpy()
         ax.barh(rows, width, left=left, color=color, edgecolor="white", lw=0.5, label=str(name))
         for y, x0, w in zip(rows, left, width, strict=True):
-            if w >= 0.12 and name != "other":  # name the asset inside segments wide enough to hold it
+            if w >= 0.12 and color != "lightgray":  # name the asset inside segments wide enough to hold it
                 ax.text(x0 + w / 2, y, str(name), ha="center", va="center", fontsize=8)
         left += width
     ax.set_yticks(rows, labels)

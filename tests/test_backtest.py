@@ -417,3 +417,12 @@ def test_overlay_refuses_prices_and_repeated_weights_and_keeps_the_returns_dates
     result = anomaly_overlay(returns, as_text)
     assert result.returns.index.equals(dates) and result.positions.index.equals(dates)
     pd.testing.assert_series_equal(result.returns, anomaly_overlay(returns, flags).returns)
+
+
+def test_weights_as_a_dict_read_like_a_series():
+    dates = pd.bdate_range("2020-01-01", periods=40)
+    returns = pd.DataFrame(np.random.default_rng(7).normal(0, 0.01, (40, 2)), index=dates, columns=["A", "B"])
+    flags = pd.Series(False, index=dates)
+    by_dict = anomaly_overlay(returns, flags, weights={"B": 0.3, "A": 0.7})
+    by_series = anomaly_overlay(returns, flags, weights=pd.Series({"A": 0.7, "B": 0.3}))
+    pd.testing.assert_series_equal(by_dict.returns, by_series.returns)

@@ -183,7 +183,7 @@ def test_stress_scenarios_reject_bad_input(fitted):
     as_text = returns.set_axis(returns.index.strftime("%m/%d/%Y"))  # read_csv without parse_dates
     for call in (lambda: stress_scenarios(model, as_text, [1.0, 0.0]),
                  lambda: concept_vector(model, as_text, np.ones(len(as_text), bool))):
-        with pytest.raises(DataError, match=r"dates as index \(a DatetimeIndex\); got a Index such as '01/"):
+        with pytest.raises(DataError, match=r"text as its index, such as '01/"):
             call()
 
 
@@ -277,3 +277,12 @@ def test_stylized_facts_cuts_a_returns_frame_into_windows_and_rejects_mismatches
     gappy.iloc[::4, 0] = np.nan  # a gap in every window
     with pytest.raises(DataError, match=r"Of the 20 windows of 5 days in its daily returns, 0 have no missing value"):
         stylized_facts(gappy, windows, cv=0)
+
+
+def test_concept_vector_takes_a_range_index(fitted):
+    model, returns = fitted
+    mask = np.zeros(len(returns), bool)
+    mask[100:200] = True
+    plain = concept_vector(model, returns.reset_index(drop=True), mask, n_boot=5, random_state=0)
+    dated = concept_vector(model, returns, mask, n_boot=5, random_state=0)
+    np.testing.assert_allclose(plain.vector, dated.vector)

@@ -339,6 +339,8 @@ def test_load_returns_reads_one_utc_offset_dotted_dates_and_yyyymmdd_numbers():
     numbers = "Date,A\n20150102,24.53\n20150105,24.60\n20150106,24.70\n"
     loaded = load_returns(io.StringIO(numbers), assume="prices")  # CRSP and SQL exports
     assert [str(d.date()) for d in loaded.index] == ["2015-01-05", "2015-01-06"]
+    with pytest.raises(DataError, match=r"column 'Date' has missing dates: row 1"):
+        load_returns(io.StringIO("Date,A\n20150102,24.53\n,24.60\n20150106,24.70\n"), assume="prices")
     with pytest.raises(DataError, match=r"column 'Date' holds numbers, not dates \(such as 42009; Excel serial"):
         load_returns(io.StringIO("Date,A\n42009,24.53\n42010,24.60\n"), assume="prices")
 
@@ -350,11 +352,15 @@ def test_price_fields_are_not_taken_for_assets():
     with pytest.raises(DataError, match=r"columns of price fields \(close, high, volume\).*xs\('Close', axis=1, "
                                         r"level='Price'\)"):
         prices_to_returns(fields)
+    returns = prices_to_returns(prices)
     with pytest.raises(DataError, match="columns of price fields"):
-        FinVAE(verbose=0).fit(prices_to_returns(prices).pipe(lambda r: pd.concat({"Close": r, "Open": r}, axis=1)))
+        FinVAE(verbose=0).fit(pd.concat({"Close": returns, "Open": returns, "Volume": returns}, axis=1))
+    assert prices_to_returns(prices.set_axis(["LOW", "OPEN"], axis=1)).shape == returns.shape  # Lowe's, Opendoor
+    tercile_prices = pd.concat({"Low": prices, "Mid": prices, "High": prices}, axis=1)  # portfolios, not fields
+    assert prices_to_returns(tercile_prices).shape == (len(returns), 6)
     one = prices.iloc[:, 0]
     flat = pd.DataFrame({"Open": one, "High": one, "Low": one, "Close": one, "Adj Close": one, "Volume": one * 1e6})
-    with pytest.raises(DataError, match=r"not one column per asset.*prices\[\['Close'\]\]"):
+    with pytest.raises(DataError, match=r"not one column per asset.*prices\[\['Adj Close'\]\]"):
         load_returns(io.StringIO(flat.to_csv()))
     header_rows = "Price,Close,Close\nTicker,AAPL,MSFT\nDate,,\n2024-01-02,185.6,370.9\n2024-01-03,184.2,370.6\n"
     with pytest.raises(DataError, match=r"is a yfinance download saved with to_csv.*header=\[0, 1\]"):

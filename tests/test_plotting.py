@@ -182,3 +182,14 @@ def test_plot_scores_uses_a_log_scale_only_for_an_index_that_grows_manyfold(scor
     top = plot_scores(scores, 4.0, prices_or_index=index).axes[0]
     assert top.get_yscale() == scale
     assert len([t for t in top.get_yticklabels() if t.get_text()]) >= 3  # readable: more than one tick
+
+
+def test_steady_prices_plot_and_an_asset_called_other_keeps_its_share(scores, dates):
+    steady = pd.DataFrame({"A": 100 * 1.0001 ** np.arange(len(dates)), "B": 50 * 1.0002 ** np.arange(len(dates))},
+                          index=dates)  # money-market funds: prices that only rise
+    assert len(plot_scores(scores, 4.0, prices_or_index=steady).axes) == 2
+    raw = np.random.default_rng(6).random((len(dates), 4))
+    shares = pd.DataFrame(raw / raw.sum(axis=1, keepdims=True), index=dates, columns=["other", "B", "C", "D"])
+    (ax,) = plot_asset_contributions(shares, scores, top=5, n_assets=2).axes
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[-1] == "(other assets)" and len(legend) == 3

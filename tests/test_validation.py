@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -311,10 +312,35 @@ def test_dates_without_any_return_get_a_warning_naming_the_first(fitted):
 
 def test_returns_in_other_units_than_at_fit_get_a_warning(fitted):
     returns = make_returns()
-    with pytest.warns(UserWarning, match=r"about [\d.]+ times the size of the training returns.*percent"):
+    with pytest.warns(UserWarning, match=r"volatility is about [\d.]+ times that of the training returns.*percent"):
         fitted.score(100.0 * returns)
-    with pytest.warns(UserWarning, match=r"about 0.00\d+ times the size"):
+    with pytest.warns(UserWarning, match=r"volatility is about 0.0\d+ times"):
         fitted.score(returns / 100.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fitted.score(3.0 * returns)  # a stormy stretch is no change of units
+
+
+def test_a_leading_empty_row_is_no_holiday_and_warnings_point_at_the_callers_line(fitted):
+    returns = make_returns()
+    returns.iloc[0] = np.nan  # the first row of prices.pct_change()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.score(returns)
+    with pytest.warns(UserWarning) as caught:
+        fitted.predict(100.0 * make_returns())  # predict -> score -> score_parts inside finvae
+    assert {Path(w.filename).name for w in caught} == {"test_validation.py"}
+
+
+def test_unsorted_date_objects_are_unsorted_not_text():
+    import datetime
+
+    returns = make_returns(n_days=20).iloc[::-1]
+    returns.index = [datetime.date(d.year, d.month, d.day) for d in returns.index]  # as SQL drivers give them
+    with pytest.raises(DataError, match="dates are not sorted"):
+        FinVAE(window=5, verbose=0).fit(returns)
+
+
+def test_a_short_history_for_every_asset_is_said_so_once():
+    with pytest.warns(UserWarning, match=r"the training data hold at most 50 returns per asset, fewer than 60"):
+        FinVAE(window=5, epochs=1, hidden=8, verbose=0).fit(make_returns(n_days=50))

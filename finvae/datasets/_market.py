@@ -134,19 +134,21 @@ def check_not_price_fields(columns: pd.Index, what: str) -> None:
     """DataError when ``columns`` are price fields (Open, High, Low, Close, Volume), not one column per asset.
 
     A ``yfinance.download`` frame has (field, ticker) columns, Volume included; an OHLCV file has one column
-    per field. Either, read as one asset per column, would fit a model on volumes and highs.
+    per field. Either, read as one asset per column, would fit a model on volumes and highs. Only a level whose
+    every label is a price field (at least three of them) counts: "Low" and "High" portfolios, or Lowe's
+    ticker LOW, are assets.
     """
     levels = [columns.get_level_values(i) for i in range(columns.nlevels)] if columns.nlevels > 1 else [columns]
     for level in levels:
-        fields = {str(name).strip().lower() for name in level} & _PRICE_FIELDS
-        if len(fields) >= 3 or (columns.nlevels > 1 and len(fields) >= 2):
-            example = next(str(name) for name in level if str(name).strip().lower() in fields)
-            keep = (f"prices.xs('Close', axis=1, level={level.name!r})" if columns.nlevels > 1 and level.name
-                    else "prices['Close']" if columns.nlevels > 1 else "prices[['Close']]")
+        names = {str(name).strip().lower() for name in level}
+        if len(names) >= 3 and names <= _PRICE_FIELDS:
+            field = next(f for f in ("Adj Close", "Close", "Open") if f.lower() in names)
+            field = next(str(name) for name in level if str(name).strip().lower() == field.lower())
+            keep = (f"prices.xs({field!r}, axis=1, level={level.name!r})" if columns.nlevels > 1 and level.name
+                    else f"prices[{field!r}]" if columns.nlevels > 1 else f"prices[[{field!r}]]")
             raise DataError(
-                f"{what} has columns of price fields ({', '.join(sorted(fields))}), such as {example!r}, not one "
-                f"column per asset: volumes and highs would be read as assets. Keep one price per asset, "
-                f"e.g. {keep} (or 'Adj Close')."
+                f"{what} has columns of price fields ({', '.join(sorted(names))}), not one column per asset: "
+                f"volumes and highs would be read as assets. Keep one price per asset, e.g. {keep}."
             )
 
 
@@ -185,7 +187,7 @@ def _numeric_frame(data, what: str) -> pd.DataFrame:
         )
     if len(index) > 1 and not index.is_monotonic_increasing:
         row = int(np.flatnonzero(np.asarray(index[1:] < index[:-1]))[0]) + 1
-        if index.dtype == object or pd.api.types.is_string_dtype(index.dtype):
+        if pd.api.types.infer_dtype(index, skipna=True) == "string":
             # Text is compared as text ('1/12/2015' < '1/9/2015'): sorting it would scramble the history.
             raise DataError(
                 f"{what} dates are text, compared as text: row {row} ({index[row]!r}) comes before row {row - 1} "
@@ -490,19 +492,21 @@ def load_returns(
     if assume == "auto":
         holds = "prices" if looks_like_prices(frame) else "returns"
         finite = frame.to_numpy()[np.isfinite(frame.to_numpy())]
-        why = (f"every value is positive, median {np.median(finite):.3g}" if holds == "prices"
+        positive = f"{np.mean(finite > 0):.2%} of the values are" if (finite <= 0).any() else "every value is"
+        why = (f"{positive} positive, median {np.median(finite):.3g}" if holds == "prices"
                else f"median absolute value {np.median(np.abs(finite)) if finite.size else float('nan'):.3g}"
                + (", with negative values" if (finite < 0).any() else ""))
         action = (f"converted them to {kind} returns with prices_to_returns" if holds == "prices"
                   else "used them as they are")
-        warnings.warn(
-            f"load_returns: {source} looks like {holds} ({why}); {action}. Pass assume='{holds}' to say so "
-            f"and silence this, or assume='{'returns' if holds == 'prices' else 'prices'}' if that is wrong.",
-            UserWarning,
-            stacklevel=2,
-        )
+        said = (f"load_returns: {source} looks like {holds} ({why}); {action}. Pass assume='{holds}' to say so "
+                f"and silence this, or assume='{'returns' if holds == 'prices' else 'prices'}' if that is wrong.")
+        if holds == "returns":
+            warnings.warn(said, UserWarning, stacklevel=2)
     if holds == "prices":
-        return prices_to_returns(frame, kind=kind)
+        returns = prices_to_returns(frame, kind=kind)  # its errors first: "converted" only once it is so
+        if assume == "auto":
+            warnings.warn(said, UserWarning, stacklevel=2)
+        return returns
     finite = np.abs(frame.to_numpy()[np.isfinite(frame.to_numpy())])
     if finite.size and np.median(finite) >= 0.1:  # a typical day of 10 % or more: no asset moves like that
         warnings.warn(f"load_returns: {source}'s returns have a median absolute value of {np.median(finite):.3g}, "
@@ -627,16 +631,23 @@ def _set_date_index(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         return frame
     named = [c for c in frame.columns if str(c).strip().lower() in _DATE_NAMES]
     column = named[0] if named else (frame.columns[0] if len(frame.columns) else None)
-    if column is not None and pd.api.types.is_integer_dtype(frame[column]) and len(frame[column]):
+    if column is not None and pd.api.types.is_numeric_dtype(frame[column]) and frame[column].notna().any() \
+            and not pd.api.types.is_bool_dtype(frame[column]):
         numbers = frame[column]
-        if numbers.between(18000101, 21001231).all():  # YYYYMMDD, as CRSP and SQL exports write dates
-            dates = pd.to_datetime(numbers.astype(str), format="%Y%m%d", errors="coerce")
+        given = numbers.dropna()
+        if given.between(18000101, 21001231).all() and (given % 1 == 0).all():  # YYYYMMDD (CRSP, SQL exports)
+            if numbers.isna().any():
+                rows = [f"row {i}" for i in np.flatnonzero(numbers.isna().to_numpy())]
+                raise DataError(f"{source}: column {column!r} has missing dates: {_first(rows)}. Fill or drop "
+                                "those rows.")
+            dates = pd.to_datetime(given.astype(np.int64).astype(str), format="%Y%m%d", errors="coerce")
             if dates.notna().all():
                 return frame.drop(columns=column).set_axis(pd.DatetimeIndex(dates, name="Date"))
-        raise DataError(
-            f"{source}: column {column!r} holds numbers, not dates (such as {numbers.iloc[0]}; Excel serial day "
-            "numbers?). Write the dates as YYYY-MM-DD, or as YYYYMMDD numbers."
-        )
+        if named:
+            raise DataError(
+                f"{source}: column {column!r} holds numbers, not dates (such as {given.iloc[0]:g}; Excel serial day "
+                "numbers?). Write the dates as YYYY-MM-DD, or as YYYYMMDD numbers."
+            )
     if column is None or not (
         pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(frame[column])
         or pd.api.types.is_datetime64_any_dtype(frame[column])
