@@ -342,11 +342,11 @@ class StressScenarios:
         if self.quantiles is not None:
             return (
                 f"StressScenarios: {self.paths.shape[1]} simulated paths of {self.paths.shape[2]} days after "
-                f"{self.at.date()} per strength ({self.kind} returns); quantiles of the portfolio's P&L:\n"
+                f"{_day(self.at)} per strength ({self.kind} returns); quantiles of the portfolio's P&L:\n"
                 f"{self.quantiles.to_string(float_format=lambda v: f'{v: .2%}')}"
             )
         return (
-            f"StressScenarios of the window ending {self.at.date()} ({self.kind} returns); "
+            f"StressScenarios of the window ending {_day(self.at)} ({self.kind} returns); "
             f"P&L over the window, simple returns:\n"
             f"{self.pnl.to_string(float_format=lambda v: f'{v: .2%}')}"
         )
@@ -404,8 +404,8 @@ class StressScenarios:
             ax.set_xlabel("day")
         axes[0].set_ylabel("cumulative return (%)")
         axes[0].legend(loc="lower left", frameon=False)
-        fig.suptitle(f"Window ending {self.at.date()} moved along the vector" if self.paths is None else
-                     f"Paths after {self.at.date()} with the codes moved along the vector (portfolio)")
+        fig.suptitle(f"Window ending {_day(self.at)} moved along the vector" if self.paths is None else
+                     f"Paths after {_day(self.at)} with the codes moved along the vector (portfolio)")
         fig.tight_layout()
         return fig
 
@@ -514,7 +514,10 @@ def stress_scenarios(
     if kind not in ("log", "simple"):
         raise DataError(f"kind must be 'log' or 'simple'; got {kind!r}.")
     w = model.window
-    at = returns.index[-1] if at is None else as_date_of(returns.index, at, "at")
+    if at is None:
+        at = returns.index[-1]
+    elif isinstance(returns.index, pd.DatetimeIndex):
+        at = as_date_of(returns.index, at, "at")  # a plain date, read in the index's time zone
     if at not in returns.index:
         before = returns.index[returns.index <= at]
         hint = f" The last date before it is {before[-1]}." if len(before) else ""
@@ -526,7 +529,7 @@ def stress_scenarios(
     if end < 2 * (w - 1):
         first = returns.index[2 * (w - 1)].date() if len(returns) > 2 * (w - 1) else "(none: too few rows)"
         raise DataError(
-            f"at={at.date()} is before the first full window: each of the {w} days of the window needs a "
+            f"at={_day(at)} is before the first full window: each of the {w} days of the window needs a "
             f"window of its own, so at needs {2 * w - 1} rows up to it (it has {end + 1}). "
             f"The first possible date is {first}; pass a later at or more history."
         )
@@ -536,7 +539,7 @@ def stress_scenarios(
     if codes.isna().any(axis=None):
         missing = codes.index[codes.isna().any(axis=1)]
         raise DataError(
-            f"{len(missing)} day(s) of the window ending {at.date()} have no code (fewer than "
+            f"{len(missing)} day(s) of the window ending {_day(at)} have no code (fewer than "
             f"min_coverage={model.min_coverage:.0%} of assets observed), e.g. {missing[0].date()}. "
             "Pick another at, or lower the model's min_coverage."
         )
@@ -714,6 +717,11 @@ def stylized_facts(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _day(at) -> object:
+    """A date as YYYY-MM-DD for messages; a label of another index as it is."""
+    return at.date() if isinstance(at, pd.Timestamp) else at
 
 
 def _check_frame(returns) -> None:

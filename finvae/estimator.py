@@ -575,9 +575,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
                     + ". Pass returns[model.asset_names_], or refit on the new assets."
                 )
         elif columns is None and fitted is not None and n_features == self.n_features_in_:
-            warnings.warn(  # scikit-learn's warning: an array cannot say its columns are in the fitted order
+            _warn(  # scikit-learn's warning: an array cannot say its columns are in the fitted order
                 f"X does not have valid feature names, but {type(self).__name__} was fitted with feature names: "
-                "the array's columns are taken to be in the order of model.asset_names_.", UserWarning, stacklevel=4)
+                "the array's columns are taken to be in the order of model.asset_names_.")
         elif n_features != self.n_features_in_:
             raise DataError(
                 f"X has {n_features} features, but FinVAE is expecting {self.n_features_in_} features as input: "
@@ -1136,10 +1136,13 @@ def elbo_scorer(estimator: FinVAE, X, y=None) -> float:
 
 def _warn(message: str) -> None:
     """A UserWarning attributed to the caller's line: the first frame outside finvae (and sklearn's wrappers)."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    import joblib
+    import sklearn
+
+    inside = tuple(os.path.dirname(os.path.abspath(module.__file__)) + os.sep for module in (sys.modules[__package__],
+                                                                                            sklearn, joblib))
     frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of _warn
-    while frame is not None and (frame.f_code.co_filename.startswith(package)
-                                 or f"{os.sep}sklearn{os.sep}" in frame.f_code.co_filename):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, UserWarning, stacklevel=level)
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from finvae._exceptions import DataError
-from finvae._validation import check_not_levels
+from finvae._validation import _levels_message
 from finvae.datasets._market import looks_like_prices
 
 __all__ = ["equal_weight_index", "plot_asset_contributions", "plot_factors", "plot_scores", "plot_var_backtest"]
@@ -57,7 +57,8 @@ def equal_weight_index(returns: pd.DataFrame, *, kind: str = "log") -> pd.Series
         raise ValueError(f"kind must be 'log' or 'simple'; got {kind!r}.")
     if not isinstance(returns, pd.DataFrame):
         raise DataError(f"returns must be a pandas DataFrame (dates × assets); got {type(returns).__name__}.")
-    check_not_levels(returns.to_numpy(dtype=np.float64, na_value=np.nan))
+    if looks_like_prices(returns):  # the full rule: persistent levels below 0.5 (penny stocks) too
+        raise DataError(_levels_message(returns.to_numpy(dtype=np.float64, na_value=np.nan), "returns"))
     return _growth(np.expm1(returns) if kind == "log" else returns)
 
 

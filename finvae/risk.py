@@ -83,6 +83,7 @@ from scipy.stats import chi2
 from sklearn.utils.validation import check_is_fitted
 
 from finvae._exceptions import DataError
+from finvae._validation import check_returns
 from finvae.windows import trailing_ewma
 
 __all__ = ["LOOKBACK", "MIN_DAYS", "MIN_OUTCOMES", "covariance", "covariance_forecasts",
@@ -372,12 +373,12 @@ def covariance(model, X, *, horizon: int = 1) -> pd.DataFrame | np.ndarray:
     """
     horizon = _check_horizon(horizon)
     X = _frame(X)
-    last = X.iloc[-1].to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, np.float64)[-1]
-    if len(X) and np.isnan(last).all():
-        when = X.index[-1] if isinstance(X, pd.DataFrame) else f"row {len(X) - 1}"
+    arrays, parts = _forecast_arrays(model, X, np.array([len(X) - 1]), horizon)
+    last = X.iloc[-1] if isinstance(X, pd.DataFrame) else np.asarray(X)[-1]  # X is checked by now
+    if np.isnan(np.asarray(last, dtype=np.float64)).all():
+        when = parts.index[-1] if parts.index is not None else f"row {len(X) - 1}"
         raise DataError(f"X's last date, {when}, has no return for any asset (a holiday?): a forecast is made at a "
                         "trading day's close. Drop such rows, e.g. X.dropna(how='all').")
-    arrays, parts = _forecast_arrays(model, X, np.array([len(X) - 1]), horizon)
     if parts.index is None:
         return arrays[0]
     return pd.DataFrame(arrays[0], index=parts.columns, columns=parts.columns)
@@ -537,9 +538,8 @@ def portfolio_returns(model, X, weights=None) -> pd.Series | np.ndarray:
     check_is_fitted(model)
     X = _frame(X)
     w = _check_weights(weights, model, int(model.n_features_in_))
-    values = X.to_numpy(dtype=np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, dtype=np.float64)
-    if values.ndim != 2 or values.shape[1] != len(w):
-        raise DataError(f"X must have one column per asset of the model ({len(w)}); got shape {values.shape}.")
+    values, _, columns = check_returns(X, window=1, fitting=False)
+    model._check_columns(columns, values.shape[1])  # the model's assets, in its order, as the VaR reads them
     trading = ~np.isnan(values).all(axis=1)
     pnl = np.nansum(values[trading] * w, axis=1)
     return pnl if not isinstance(X, pd.DataFrame) else pd.Series(pnl, index=X.index[trading], name="portfolio")

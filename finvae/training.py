@@ -409,6 +409,12 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
         raise TypeError(f"train_vae takes batches that a tensor of positions indexes, such as TensorBatches(images); "
                         f"got {type(data).__name__}. Wrap tensors or arrays: TensorBatches(x) (a DataLoader or "
                         "Dataset: TensorBatches of the tensors it holds).")
+    if len(data):
+        probe = data[torch.arange(min(2, len(data)))]
+        if not isinstance(probe, tuple | list) or not all(isinstance(t, Tensor) for t in probe):
+            raise TypeError(f"train_vae's data must give a tuple of tensors for a tensor of positions, as "
+                            f"TensorBatches(x) does; {type(data).__name__} gave {type(probe).__name__}. Wrap arrays "
+                            "or a Dataset's tensors: TensorBatches(x).")
     device = resolve_device(cfg.device)
     autocast_dtype = resolve_precision(cfg.precision, device)
     model.to(device)

@@ -286,3 +286,13 @@ def test_concept_vector_takes_a_range_index(fitted):
     plain = concept_vector(model, returns.reset_index(drop=True), mask, n_boot=5, random_state=0)
     dated = concept_vector(model, returns, mask, n_boot=5, random_state=0)
     np.testing.assert_allclose(plain.vector, dated.vector)
+
+
+def test_stress_scenarios_at_a_label_of_a_range_index(fitted):
+    model, returns = fitted
+    plain = returns.reset_index(drop=True)
+    at = len(plain) - 10
+    by_label = stress_scenarios(model, plain, [1.0, 0.0], strengths=(0, 1), at=at)
+    by_date = stress_scenarios(model, returns, [1.0, 0.0], strengths=(0, 1), at=returns.index[at])
+    np.testing.assert_allclose(by_label.pnl.to_numpy(), by_date.pnl.to_numpy())
+    assert str(at) in repr(by_label)

@@ -597,3 +597,20 @@ def test_real_yfinance_download(tmp_path):
     assert list(prices.columns) == ["AAPL", "MSFT"]
     assert 18 <= len(prices) <= 22 and prices.notna().all().all()
     assert str(prices.index[0].date()) == "2020-01-02"
+
+
+def test_more_price_field_layouts_are_refused_and_named():
+    prices = load_sp500_sample().iloc[:30, :2]
+    one = prices.iloc[:, 0]
+    history = pd.DataFrame({"Open": one, "High": one, "Low": one, "Close": one, "Volume": one * 1e6,
+                            "Dividends": 0.0, "Stock Splits": 0.0})  # yfinance's Ticker.history()
+    with pytest.raises(DataError, match=r"price fields .*prices\[\['Close'\]\]"):
+        prices_to_returns(history)
+    no_close = history[["High", "Low", "Volume"]]
+    with pytest.raises(DataError, match=r"price fields \(high, low, volume\)"):
+        prices_to_returns(no_close)
+    close_volume = pd.concat({"Close": prices, "Volume": prices * 1e6}, axis=1)
+    with pytest.raises(DataError, match="price fields"):
+        prices_to_returns(close_volume)
+    with pytest.raises(DataError, match=r"column 'Unnamed: 0' holds numbers, not dates \(such as 42009"):
+        load_returns(io.StringIO(",A\n42009,24.53\n42010,24.60\n"), assume="prices")

@@ -120,3 +120,12 @@ def test_conv_vae_decodes_codes_given_as_float64_arrays():
     with torch.no_grad():
         assert model.decode(codes).shape == (3, 1, 28, 28)
         assert torch.equal(model.decode(codes), model.decode(torch.zeros(3, 2)))
+
+
+def test_conv_vae_takes_an_empty_batch_and_refuses_half_precision_images():
+    from finvae.nn import ConvVAE
+
+    recon, kl = ConvVAE(2).elbo_terms(torch.zeros(0, 1, 28, 28))
+    assert recon.shape == kl.shape == (0,)
+    with pytest.raises(ValueError, match="float32 images"):
+        ConvVAE(2).elbo_terms(torch.rand(2, 1, 28, 28, dtype=torch.float16))

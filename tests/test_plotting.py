@@ -193,3 +193,9 @@ def test_steady_prices_plot_and_an_asset_called_other_keeps_its_share(scores, da
     (ax,) = plot_asset_contributions(shares, scores, top=5, n_assets=2).axes
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend[-1] == "(other assets)" and len(legend) == 3
+
+
+def test_equal_weight_index_refuses_penny_prices(dates):
+    pennies = pd.DataFrame({"A": np.linspace(0.2, 0.3, len(dates))}, index=dates)
+    with pytest.raises(DataError, match="look like price levels, not returns"):
+        equal_weight_index(pennies, kind="simple")

@@ -337,3 +337,12 @@ def test_a_last_date_without_returns_and_a_boolean_mask_of_dates(model, returns)
     np.testing.assert_allclose(by_mask, covariance_forecasts(model, returns.to_numpy(), dates=np.flatnonzero(mask)))
     with pytest.raises(DataError, match="one value per row of X"):
         covariance_forecasts(model, returns.to_numpy(), dates=mask[:-1])
+
+
+def test_portfolio_returns_and_covariance_check_their_input_first(model, returns):
+    from finvae.risk import portfolio_returns
+
+    with pytest.raises(DataError, match="the same assets in another order"):
+        portfolio_returns(model, returns[ASSETS[::-1]])
+    with pytest.raises(DataError):  # named, not an IndexError from the empty-last-row check
+        covariance(model, returns.iloc[:0])

@@ -267,3 +267,8 @@ def test_a_trained_model_has_one_storage_per_parameter_and_saves_with_safetensor
     load_model(reloaded, tmp_path / "model.safetensors")
     for a, b in zip(model.state_dict().values(), reloaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_train_vae_names_data_that_give_no_tuple_of_tensors():
+    with pytest.raises(TypeError, match=r"must give a tuple of tensors .* gave ndarray"):
+        train_vae(TinyVAE(), _data().tensors[0].numpy(), TrainingConfig(epochs=1, verbose=0))

@@ -126,8 +126,10 @@ def load_sp500_sample() -> pd.DataFrame:
 # --------------------------------------------------------------------------- validation shared by prices and returns
 
 
-#: Column names of one asset's price fields (yfinance, pandas-datareader, spreadsheets), lower case.
+#: Column names of one asset's price fields (yfinance, pandas-datareader, spreadsheets), lower case, and the
+#: columns that yfinance's Ticker.history() adds beside them.
 _PRICE_FIELDS = frozenset({"open", "high", "low", "close", "adj close", "volume"})
+_FIELD_EXTRAS = frozenset({"dividends", "stock splits", "capital gains", "repaired?"})
 
 
 def check_not_price_fields(columns: pd.Index, what: str) -> None:
@@ -141,13 +143,14 @@ def check_not_price_fields(columns: pd.Index, what: str) -> None:
     levels = [columns.get_level_values(i) for i in range(columns.nlevels)] if columns.nlevels > 1 else [columns]
     for level in levels:
         names = {str(name).strip().lower() for name in level}
-        if len(names) >= 3 and names <= _PRICE_FIELDS:
-            field = next(f for f in ("Adj Close", "Close", "Open") if f.lower() in names)
-            field = next(str(name) for name in level if str(name).strip().lower() == field.lower())
+        fields = names & _PRICE_FIELDS
+        if names <= _PRICE_FIELDS | _FIELD_EXTRAS and (len(fields) >= 3 or (len(fields) == 2 and "volume" in fields)):
+            wanted = next((f for f in ("adj close", "close", "open") if f in names), sorted(fields)[0])
+            field = next(str(name) for name in level if str(name).strip().lower() == wanted)
             keep = (f"prices.xs({field!r}, axis=1, level={level.name!r})" if columns.nlevels > 1 and level.name
                     else f"prices[{field!r}]" if columns.nlevels > 1 else f"prices[[{field!r}]]")
             raise DataError(
-                f"{what} has columns of price fields ({', '.join(sorted(names))}), not one column per asset: "
+                f"{what} has columns of price fields ({', '.join(sorted(fields))}), not one column per asset: "
                 f"volumes and highs would be read as assets. Keep one price per asset, e.g. {keep}."
             )
 
@@ -492,7 +495,8 @@ def load_returns(
     if assume == "auto":
         holds = "prices" if looks_like_prices(frame) else "returns"
         finite = frame.to_numpy()[np.isfinite(frame.to_numpy())]
-        positive = f"{np.mean(finite > 0):.2%} of the values are" if (finite <= 0).any() else "every value is"
+        share = np.floor(np.mean(finite > 0) * 1e4) / 100  # floored: 99.9994 % is not "100.00 %"
+        positive = f"{share:.2f} % of the values are" if (finite <= 0).any() else "every value is"
         why = (f"{positive} positive, median {np.median(finite):.3g}" if holds == "prices"
                else f"median absolute value {np.median(np.abs(finite)) if finite.size else float('nan'):.3g}"
                + (", with negative values" if (finite < 0).any() else ""))
@@ -643,7 +647,7 @@ def _set_date_index(frame: pd.DataFrame, source: str) -> pd.DataFrame:
             dates = pd.to_datetime(given.astype(np.int64).astype(str), format="%Y%m%d", errors="coerce")
             if dates.notna().all():
                 return frame.drop(columns=column).set_axis(pd.DatetimeIndex(dates, name="Date"))
-        if named:
+        if named or pd.api.types.is_integer_dtype(numbers):
             raise DataError(
                 f"{source}: column {column!r} holds numbers, not dates (such as {given.iloc[0]:g}; Excel serial day "
                 "numbers?). Write the dates as YYYY-MM-DD, or as YYYYMMDD numbers."

@@ -132,7 +132,7 @@ class ConvVAE(VAE):
 
     def reconstruction_nll(self, decoded: Tensor, x: Tensor, *extra: Tensor) -> Tensor:
         """Bernoulli cross-entropy of ``x`` given the decoder's logits, one value per image."""
-        low, high = torch.aminmax(x.detach())
+        low, high = torch.aminmax(x.detach()) if x.numel() else (0.0, 0.0)
         if low < 0 or high > 1:  # outside [0, 1] the cross-entropy has no minimum: training runs off to -inf
             raise ValueError(f"ConvVAE's Bernoulli likelihood needs images in [0, 1]; got values from {float(low):g} "
                              f"to {float(high):g}. Scale them, e.g. x.float() / 255 for uint8 images.")
@@ -148,6 +148,6 @@ def _check_images(x) -> None:
         hint = " (add the channel axis: x.unsqueeze(1))" if tuple(x.shape[1:]) == (28, 28) else \
             " (one grey channel of 28×28 pixels: resize or convert your images)"
         raise ValueError(f"ConvVAE takes images of shape (n, 1, 28, 28); got {tuple(x.shape)}{hint}.")
-    if not x.is_floating_point() or x.dtype == torch.float64:
+    if x.dtype != torch.float32:
         raise ValueError(f"ConvVAE takes float32 images in [0, 1]; got dtype {x.dtype}. Convert them, e.g. "
-                         "x.float() / 255 for uint8 images, or x.float() for float64 ones.")
+                         "x.float() / 255 for uint8 images, or x.float() for others.")
