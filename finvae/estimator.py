@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save as save_tensors
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -180,7 +181,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
     epochs : int, default=60
         Most passes over the training windows (early stopping may stop sooner).
     batch_size : int, default=256
-        Windows per gradient step.
+        Windows per gradient step, in whole stretches of ``max(window, 64)``
+        consecutive windows (so at least one stretch: 1 and 64 train alike).
     learning_rate : float, default=2e-3
         Adam's learning rate.
     beta : float, default=1.0
@@ -410,9 +412,28 @@ class FinVAE(TransformerMixin, BaseEstimator):
         # consecutive scored days to learn the codes' VAR(1) leaves None; sample() then says so.
         del statistics, data  # before the dynamics' arrays of the same size
         self.dynamics_ = training_dynamics(self, values, scaled, observed, index)
+        self._fitted_structure = self._structure()
         return self
 
     # ------------------------------------------------------------ internals
+
+    #: The parameters that the fitted network, its scaling and its scored dates are made for.
+    _STRUCTURE = ("window", "latent_dim", "hidden", "vol_halflife", "min_coverage")
+
+    def _structure(self) -> dict:
+        return {name: getattr(self, name) for name in self._STRUCTURE}
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Fitted, and with the structural parameters it was fitted with (``set_params`` after fit needs a refit)."""
+        if not hasattr(self, "model_"):
+            return False
+        fitted = getattr(self, "_fitted_structure", None)
+        changed = {k: (v, getattr(self, k)) for k, v in (fitted or {}).items() if getattr(self, k) != v}
+        if changed:
+            detail = ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in changed.items())
+            raise NotFittedError(f"set_params changed {detail} after fit; the fitted network is made for the old "
+                                 "value(s). Refit (model.fit(X)), or set them back.")
+        return True
 
     def _asset_names(self) -> np.ndarray:
         names = getattr(self, "asset_names_", getattr(self, "feature_names_in_", None))
@@ -428,7 +449,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
     def _vol_halflives(self) -> tuple[float, ...]:
         halflives = self.vol_halflife if isinstance(self.vol_halflife, tuple | list) else (self.vol_halflife,)
-        if not 1 <= len(halflives) <= 2 or not all(isinstance(h, Real) and h > 0 for h in halflives):
+        if not 1 <= len(halflives) <= 2 or not all(isinstance(h, Real) and not isinstance(h, bool)
+                                                   and 0 < h < np.inf for h in halflives):
             raise ValueError(
                 f"vol_halflife must be a number of days > 0 or a pair (fast, slow) of them; got {self.vol_halflife!r}."
             )
@@ -1079,6 +1101,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         model.model_.load_state_dict(tensors)
         model.model_.eval()
         model.threshold_ = state["threshold_"]
+        model._fitted_structure = model._structure()
         json_file = path / "finvae.json"
         for name in STATISTICS:
             check_tail(state["calibration_"].get(name), f"calibration_.{name}", len(_PROBS), json_file)

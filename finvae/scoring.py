@@ -121,7 +121,10 @@ def tail_surprise(values: np.ndarray, calibration: dict) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     logs = np.log(np.maximum(values, 0.0) + 1e-12)
     grid = np.asarray(calibration["grid"])
-    below = -np.log1p(-np.interp(logs, grid, _PROBS))
+    # P(part >= value) = 1 - P(part < value): at a level that several quantiles share (a statistic constant on
+    # many training days), the lowest of their probabilities; np.interp would take the highest.
+    levels, first = np.unique(grid, return_index=True)
+    below = -np.log1p(-np.interp(logs, levels, _PROBS[first])) if len(levels) > 1 else np.zeros_like(logs)
     excess = logs - grid[-1] if calibration.get("pareto", True) else values - np.exp(grid[-1])
     beyond = -np.log1p(-TAIL_START) + calibration["rate"] * excess
     return np.where(logs > grid[-1], beyond, below)

@@ -376,6 +376,13 @@ def _run(model, dynamics: Dynamics, codes, variances, horizon: int, rng: np.rand
             v[leg] *= lam
             v[leg] += (1 - lam) * x
             v[leg] += pull * (long_run - v[leg])
+    if not np.isfinite(out).all():  # never a silently broken path
+        raise DataError(
+            f"the simulated returns overflowed: the codes' learned dynamics amplify shocks (transition norm "
+            f"{np.linalg.norm(dynamics.transition, 2):.3g}), as when the model barely uses some code dimensions "
+            "(latent_dim large for the data, or few epochs). Refit with a smaller latent_dim or more epochs, or "
+            "sample from the static prior (sample(n, dynamics=False))."
+        )
     return out
 
 

@@ -180,7 +180,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         except RuntimeError:
             raise ValueError(f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:0' or 'mps' "
                              f"(available here: {', '.join(_available_devices())}).") from None
-        if resolved.type not in ("cpu", "meta") and resolved.type not in _available_devices():
+        if resolved.type == "meta":  # tensors without data: nothing can be trained on it
+            raise ValueError(f"device={device!r} holds no data, so nothing can be trained on it; pass 'auto' or "
+                             f"one of the devices available here: {', '.join(_available_devices())}.")
+        if resolved.type != "cpu" and resolved.type not in _available_devices():
             raise ValueError(f"device={device!r}, but this torch cannot use {resolved.type} "
                              f"(available here: {', '.join(_available_devices())}). Pass device='auto' or 'cpu'.")
         return resolved
@@ -361,7 +364,8 @@ def _nonfinite_error(epoch: int, step: int, cfg: TrainingConfig) -> TrainingErro
     return TrainingError(
         f"The loss became NaN or infinite at epoch {epoch}, step {step}. Try a lower learning rate "
         f"(lr={cfg.lr:g} now), stronger gradient clipping (max_grad_norm={cfg.max_grad_norm}), "
-        "a KL warm-up, or check the input for extreme values (e.g. prices passed as returns)."
+        f"a KL warm-up, a smaller KL weight (beta={cfg.beta:g} now), or check the input for extreme values "
+        "(e.g. prices passed as returns)."
     )
 
 

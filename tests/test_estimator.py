@@ -171,6 +171,7 @@ def test_a_pair_of_half_lives_scales_by_the_larger_of_the_two_volatilities(model
     for halflife in (5, 60):
         one = copy.deepcopy(model)
         one.vol_halflife = halflife
+        one._fitted_structure = one._structure()  # one leg's volatility, read through the same method
         single[halflife] = one.volatility(returns)
     pair = model.volatility(returns)
     pd.testing.assert_frame_equal(pair, np.maximum(single[5], single[60]))
@@ -183,6 +184,7 @@ def test_single_asset_residuals_are_measured_in_units_of_the_slow_volatility(mod
     _, _, residual, single, seen = model._day_statistics(values, scaled, observed, ends)
     slow = copy.deepcopy(model)
     slow.vol_halflife = 60
+    slow._fitted_structure = slow._structure()  # the slow leg alone, read through the same method
     noise = model.model_.log_scale.detach().exp().numpy()
     error = returns.to_numpy()[ends] - model.reconstruct(returns).to_numpy()[ends]
     expected = np.where(seen, error / (slow.volatility(returns).to_numpy()[ends] * noise), 0.0)
@@ -655,3 +657,24 @@ def test_a_bigger_single_asset_jump_is_clearly_more_surprising(model, returns):
     assert parts.loc[day_10, "max_residual"] > 4.6  # rarer than 1 % of training days
     assert parts.loc[day_20, "max_residual"] > parts.loc[day_10, "max_residual"] + 3.0
     assert model.score(jumped).loc[[day_10, day_20]].min() > model.threshold_
+
+
+def test_set_params_on_the_structure_after_fit_asks_for_a_refit(returns):
+    from sklearn.exceptions import NotFittedError
+
+    model = FinVAE(**FAST).fit(returns.iloc[:220])
+    model.set_params(contamination=0.05)  # not the network's structure: still fitted
+    model.score(returns.iloc[:60])
+    model.set_params(window=WINDOW + 3)
+    with pytest.raises(NotFittedError, match=r"set_params changed window 5 → 8 after fit.*Refit"):
+        model.score(returns)
+    with pytest.raises(NotFittedError, match="window"):
+        model.save("never-written")
+    model.set_params(window=WINDOW)
+    model.score(returns.iloc[:60])  # set back: fitted again
+
+
+@pytest.mark.parametrize("halflife", [(float("inf"), 5), (True, 60), (5, float("nan"))])
+def test_vol_halflife_pairs_are_checked_like_single_values(returns, halflife):
+    with pytest.raises(ValueError, match="vol_halflife must be a number of days > 0"):
+        FinVAE(**FAST, vol_halflife=halflife).fit(returns.iloc[:220])

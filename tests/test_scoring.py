@@ -118,3 +118,11 @@ def test_the_threshold_flags_the_contamination_share_of_finite_training_scores()
     scores = np.concatenate([np.arange(1000.0), [np.nan, np.inf]])
     assert threshold(scores, 0.01) == pytest.approx(np.quantile(np.arange(1000.0), 0.99))
     assert (np.arange(1000.0) > threshold(scores, 0.05)).mean() == pytest.approx(0.05, abs=0.002)
+
+
+def test_a_value_at_a_level_shared_by_many_training_days_is_no_surprise():
+    calibration = fit_tail(np.r_[np.full(900, 2.0), np.linspace(2.0, 3.0, 100)])
+    assert float(tail_surprise(np.array([2.0]), calibration)[0]) == pytest.approx(0.0)
+    constant = fit_tail(np.full(500, 1.5))
+    assert float(tail_surprise(np.array([1.5]), constant)[0]) == 0.0
+    assert float(tail_surprise(np.array([3.0]), constant)[0]) > 2.3  # beyond anything seen: the tail

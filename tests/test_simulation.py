@@ -207,3 +207,10 @@ def test_simulate_memory_stays_near_the_output():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 1.5 * paths.nbytes + 10e6
+
+
+def test_dynamics_that_blow_up_are_an_error_not_nan_paths(fitted):
+    model, returns, dynamics = fitted
+    exploding = dataclasses.replace(dynamics, transition=1e3 * np.eye(len(dynamics.intercept)))
+    with pytest.raises(DataError, match="simulated returns overflowed.*transition norm 1e\\+03"):
+        model.simulate(returns, horizon=200, n_paths=5, random_state=0, dynamics=exploding)

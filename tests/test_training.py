@@ -272,3 +272,8 @@ def test_a_trained_model_has_one_storage_per_parameter_and_saves_with_safetensor
 def test_train_vae_names_data_that_give_no_tuple_of_tensors():
     with pytest.raises(TypeError, match=r"must give a tuple of tensors .* gave ndarray"):
         train_vae(TinyVAE(), _data().tensors[0].numpy(), TrainingConfig(epochs=1, verbose=0))
+
+
+def test_the_meta_device_is_refused_up_front():
+    with pytest.raises(ValueError, match="device='meta' holds no data"):
+        training.resolve_device("meta")
