@@ -107,7 +107,9 @@ class FinVAECovariance(BaseCovariance):
                 raise ValueError("refit=False needs a fitted FinVAE as estimator.")
             try:
                 check_is_fitted(self.estimator)
-            except NotFittedError:
+            except NotFittedError as exc:
+                if "set_params changed" in str(exc):  # fitted, then changed: that message says what to do
+                    raise
                 raise NotFittedError(
                     "refit=False needs a fitted FinVAE, and this one is not fitted. A clone (as in cross-validation) "
                     "drops a model's fit: pass estimator=sklearn.frozen.FrozenEstimator(model), which keeps it."

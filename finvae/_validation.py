@@ -125,7 +125,7 @@ def check_returns(X, *, window: int, what: str = "returns",
 
 def _levels_message(values: np.ndarray, what: str) -> str:
     finite = values[np.isfinite(values)]
-    share = np.floor(np.mean(finite > 0) * 1e4) / 100  # floored: 99.9994 % is not "100.00 %"
+    share = min(100 * np.mean(finite > 0), 99.99)  # 99.9994 % is not "100.00 %"
     positive = f"{share:.2f} % of the values" if (finite <= 0).any() else "every value"
     return (f"{what} look like price levels, not returns: {positive} positive, median {np.median(finite):.3g}. "
             "Convert prices first, e.g. finvae.datasets.prices_to_returns(prices).")

@@ -527,7 +527,7 @@ def stress_scenarios(
         return _simulated_scenarios(model, returns.iloc[: end + 1], vector, strengths, weights, kind, n_paths,
                                     w if horizon is None else horizon, random_state, dynamics, quantiles)
     if end < 2 * (w - 1):
-        first = returns.index[2 * (w - 1)].date() if len(returns) > 2 * (w - 1) else "(none: too few rows)"
+        first = _day(returns.index[2 * (w - 1)]) if len(returns) > 2 * (w - 1) else "(none: too few rows)"
         raise DataError(
             f"at={_day(at)} is before the first full window: each of the {w} days of the window needs a "
             f"window of its own, so at needs {2 * w - 1} rows up to it (it has {end + 1}). "
@@ -540,8 +540,8 @@ def stress_scenarios(
         missing = codes.index[codes.isna().any(axis=1)]
         raise DataError(
             f"{len(missing)} day(s) of the window ending {_day(at)} have no code (fewer than "
-            f"min_coverage={model.min_coverage:.0%} of assets observed), e.g. {missing[0].date()}. "
-            "Pick another at, or lower the model's min_coverage."
+            f"min_coverage={model.min_coverage:.0%} of assets observed), e.g. {_day(missing[0])}. "
+            "Pick another at, or refit the model with a lower min_coverage."
         )
     if volatility is not None:
         sigma = _per_asset(volatility, returns.columns, "volatility")

@@ -421,14 +421,16 @@ class FinVAE(TransformerMixin, BaseEstimator):
     _STRUCTURE = ("window", "latent_dim", "hidden", "vol_halflife", "min_coverage")
 
     def _structure(self) -> dict:
-        return {name: getattr(self, name) for name in self._STRUCTURE}
+        """The structural parameters as values to compare: a list and a tuple of half-lives alike, copied."""
+        return {name: tuple(value) if isinstance(value := getattr(self, name), list | tuple) else value
+                for name in self._STRUCTURE}
 
     def __sklearn_is_fitted__(self) -> bool:
         """Fitted, and with the structural parameters it was fitted with (``set_params`` after fit needs a refit)."""
         if not hasattr(self, "model_"):
             return False
-        fitted = getattr(self, "_fitted_structure", None)
-        changed = {k: (v, getattr(self, k)) for k, v in (fitted or {}).items() if getattr(self, k) != v}
+        fitted, now = getattr(self, "_fitted_structure", None), self._structure()
+        changed = {k: (v, now[k]) for k, v in (fitted or {}).items() if now[k] != v}
         if changed:
             detail = ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in changed.items())
             raise NotFittedError(f"set_params changed {detail} after fit; the fitted network is made for the old "

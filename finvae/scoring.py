@@ -121,10 +121,11 @@ def tail_surprise(values: np.ndarray, calibration: dict) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     logs = np.log(np.maximum(values, 0.0) + 1e-12)
     grid = np.asarray(calibration["grid"])
-    # P(part >= value) = 1 - P(part < value): at a level that several quantiles share (a statistic constant on
-    # many training days), the lowest of their probabilities; np.interp would take the highest.
-    levels, first = np.unique(grid, return_index=True)
-    below = -np.log1p(-np.interp(logs, levels, _PROBS[first])) if len(levels) > 1 else np.zeros_like(logs)
+    # P(part >= value) = 1 - P(part < value). Exactly at a level that several quantiles share (a statistic
+    # constant on many training days) that is the first of their probabilities; np.interp takes the last.
+    at = np.minimum(np.searchsorted(grid, logs, side="left"), len(grid) - 1)
+    below_p = np.where(grid[at] == logs, _PROBS[at], np.interp(logs, grid, _PROBS))
+    below = -np.log1p(-below_p)
     excess = logs - grid[-1] if calibration.get("pareto", True) else values - np.exp(grid[-1])
     beyond = -np.log1p(-TAIL_START) + calibration["rate"] * excess
     return np.where(logs > grid[-1], beyond, below)

@@ -430,6 +430,8 @@ def simulate(model, returns, horizon: int = 20, n_paths: int = 1000, random_stat
         shift = np.asarray(shift, dtype=np.float64)
         if shift.shape != (model.latent_dim,):
             raise DataError(f"shift has shape {shift.shape}; this model's codes have {model.latent_dim} values.")
+        if not np.isfinite(shift).all():
+            raise DataError(f"shift holds NaN or infinite values ({shift.tolist()}); pass finite numbers.")
     rng = _generator(random_state)
     codes = np.broadcast_to(code, (n_paths, len(code)))
     v = np.broadcast_to(variances[:, None, :], (variances.shape[0], n_paths, variances.shape[1]))

@@ -612,5 +612,6 @@ def test_more_price_field_layouts_are_refused_and_named():
     close_volume = pd.concat({"Close": prices, "Volume": prices * 1e6}, axis=1)
     with pytest.raises(DataError, match="price fields"):
         prices_to_returns(close_volume)
-    with pytest.raises(DataError, match=r"column 'Unnamed: 0' holds numbers, not dates \(such as 42009"):
+    with pytest.raises(DataError, match=r"has no column of dates \(its first column, 'Unnamed: 0', holds numbers such "
+                                        r"as 42009: Excel serial"):
         load_returns(io.StringIO(",A\n42009,24.53\n42010,24.60\n"), assume="prices")

@@ -678,3 +678,13 @@ def test_set_params_on_the_structure_after_fit_asks_for_a_refit(returns):
 def test_vol_halflife_pairs_are_checked_like_single_values(returns, halflife):
     with pytest.raises(ValueError, match="vol_halflife must be a number of days > 0"):
         FinVAE(**FAST, vol_halflife=halflife).fit(returns.iloc[:220])
+
+
+def test_half_lives_as_a_list_or_a_tuple_are_the_same_structure(returns):
+    model = FinVAE(**FAST, vol_halflife=[5, 60]).fit(returns.iloc[:220])
+    model.set_params(vol_halflife=(5, 60))
+    model.score(returns.iloc[:60])  # the same half-lives: still fitted
+    model.vol_halflife = [5, 60]
+    model.vol_halflife.append(90)  # changed in place after fit: caught too
+    with pytest.raises(Exception, match="set_params changed vol_halflife"):
+        model.score(returns.iloc[:60])

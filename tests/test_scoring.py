@@ -126,3 +126,11 @@ def test_a_value_at_a_level_shared_by_many_training_days_is_no_surprise():
     constant = fit_tail(np.full(500, 1.5))
     assert float(tail_surprise(np.array([1.5]), constant)[0]) == 0.0
     assert float(tail_surprise(np.array([3.0]), constant)[0]) > 2.3  # beyond anything seen: the tail
+
+
+def test_just_above_a_tied_level_the_surprise_follows_on_from_its_last_quantile():
+    rng = np.random.default_rng(0)
+    calibration = fit_tail(np.r_[rng.uniform(0, 1, 100), np.full(500, 1.5), rng.uniform(1.5, 3, 400)])
+    at, above = tail_surprise(np.array([1.5, 1.5000001]), calibration)
+    assert at == pytest.approx(-np.log1p(-0.1), abs=0.02)  # 10 % of training days lie below 1.5
+    assert above == pytest.approx(-np.log1p(-0.6), abs=0.03)  # 60 % at or below it (to the grid's 1 %)

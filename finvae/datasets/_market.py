@@ -495,7 +495,7 @@ def load_returns(
     if assume == "auto":
         holds = "prices" if looks_like_prices(frame) else "returns"
         finite = frame.to_numpy()[np.isfinite(frame.to_numpy())]
-        share = np.floor(np.mean(finite > 0) * 1e4) / 100  # floored: 99.9994 % is not "100.00 %"
+        share = min(100 * np.mean(finite > 0), 99.99)  # 99.9994 % is not "100.00 %"
         positive = f"{share:.2f} % of the values are" if (finite <= 0).any() else "every value is"
         why = (f"{positive} positive, median {np.median(finite):.3g}" if holds == "prices"
                else f"median absolute value {np.median(np.abs(finite)) if finite.size else float('nan'):.3g}"
@@ -647,7 +647,7 @@ def _set_date_index(frame: pd.DataFrame, source: str) -> pd.DataFrame:
             dates = pd.to_datetime(given.astype(np.int64).astype(str), format="%Y%m%d", errors="coerce")
             if dates.notna().all():
                 return frame.drop(columns=column).set_axis(pd.DatetimeIndex(dates, name="Date"))
-        if named or pd.api.types.is_integer_dtype(numbers):
+        if named:
             raise DataError(
                 f"{source}: column {column!r} holds numbers, not dates (such as {given.iloc[0]:g}; Excel serial day "
                 "numbers?). Write the dates as YYYY-MM-DD, or as YYYYMMDD numbers."
@@ -656,8 +656,12 @@ def _set_date_index(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(frame[column])
         or pd.api.types.is_datetime64_any_dtype(frame[column])
     ):
+        first = frame[column] if column is not None else None
+        seen = (f" (its first column, {column!r}, holds numbers such as {first.dropna().iloc[0]:g}: Excel serial day "
+                "numbers? write dates as YYYY-MM-DD)") if first is not None and pd.api.types.is_integer_dtype(first) \
+            and len(first) else ""
         raise DataError(
-            f"{source} has no column of dates. Name it 'Date' or make it the first column "
+            f"{source} has no column of dates{seen}. Name it 'Date' or make it the first column "
             "(as DataFrame.to_csv() writes a DatetimeIndex)."
         )
     raw = frame[column]
