@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
@@ -255,12 +256,16 @@ def run_main_job(
 
     first = int(min_train)  # start=None: as early as min_train allows
     if start is not None:
-        first = max(first, int(returns.index.searchsorted(as_date_of(returns.index, start, "start"), side="left")))
+        asked = int(returns.index.searchsorted(as_date_of(returns.index, start, "start"), side="left"))
+        if asked < first < len(returns):
+            warnings.warn(f"scoring starts at {returns.index[first].date()}, not at start={start}: the first fit "
+                          f"needs min_train={min_train} days of training before it.", UserWarning, stacklevel=2)
+        first = max(first, asked)
     if first >= len(returns):
         raise DataError(
             f"Nothing to score: returns has {len(returns)} dates ({returns.index[0].date()} to "
             f"{returns.index[-1].date()}), and scoring starts at row {first} (start={start}, min_train={min_train}). "
-            "Pass an earlier --start or a longer history."
+            "Pass a longer history, an earlier start, or a smaller min_train (--min-train)."
         )
     train, scored = returns.iloc[:first], returns.index[first:]
     unseen = train.columns[train.isna().all().to_numpy()]
@@ -315,7 +320,8 @@ def run_main_job(
     seconds = time.perf_counter() - began
     result = MainJobResult(walk_forward=wf, factors=factors, exposures=betas, overlay=overlay, summary=summary,
                            model=model, files=files, seconds=seconds)
-    settings = dict(start=start, window=window, latent_dim=latent_dim, epochs=epochs, refit_every=refit_every,
+    settings = dict(start=str(scored[0].date()), window=window, latent_dim=latent_dim, epochs=epochs,
+                    refit_every=refit_every,
                     min_train=min_train, n_jobs=n_jobs, random_state=random_state, signal=signal,
                     vol_halflife=vol_halflife, hold=hold, exposure_when_flagged=exposure_when_flagged,
                     cost_bps=cost_bps, figures=figures)
@@ -368,7 +374,7 @@ def format_summary(summary: pd.DataFrame) -> str:
     """The summary table as text: percentages for returns, drawdowns and shares, two decimals for ratios."""
     percent = {"annual return", "volatility", "max drawdown", "days de-risked", "average exposure"}
     rows = {
-        measure: [f"{v:.1%}" if measure in percent else f"{v:.2f}" for v in values]
+        measure: ["n/a" if pd.isna(v) else f"{v:.1%}" if measure in percent else f"{v:.2f}" for v in values]
         for measure, values in summary.iterrows()
     }
     table = pd.DataFrame.from_dict(rows, orient="index", columns=summary.columns)

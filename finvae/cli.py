@@ -58,6 +58,13 @@ def _write_prices(prices: pd.DataFrame, out: str) -> None:
           file=sys.stderr)
 
 
+def _folder_name(text: str) -> str:
+    """An argparse ``type`` for an output folder: a name, not an empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder name, got an empty one ('.' is the current folder)")
+    return text
+
+
 def _number(kind: type, *, least: float | None = None, above: float | None = None, most: float | None = None):
     """An argparse ``type`` that parses ``kind`` and checks its range, so that bad values end in a usage error."""
     checks = [(least, ">=", lambda v, b: v >= b), (above, ">", lambda v, b: v > b), (most, "<=", lambda v, b: v <= b)]
@@ -69,6 +76,8 @@ def _number(kind: type, *, least: float | None = None, above: float | None = Non
         except ValueError:
             expected = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if not all(ok(value, bound) for bound, _, ok in checks):
             rule = " and ".join(f"{sign} {bound:g}" for bound, sign, _ in checks)
             raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
@@ -166,7 +175,7 @@ def _add_fit_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="number of latent factors (default: %(default)s)")
     fit.add_argument("--epochs", type=_number(int, least=1), default=defaults.epochs, metavar="N",
                      help="most training epochs (default: %(default)s)")
-    fit.add_argument("--seed", type=int, default=0, metavar="S",
+    fit.add_argument("--seed", type=_number(int, least=0, most=2**32 - 1), default=0, metavar="S",
                      help="random seed: the same file, dates and seed give the same model (default: 0)")
     fit.add_argument("--quiet", action="store_true", help="no training progress bar")
     fit.set_defaults(func=_cmd_fit)
@@ -503,7 +512,11 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="download these Yahoo Finance symbols (cached) instead of the sample")
     source.add_argument("--prices-csv", metavar="PATH", help="CSV (or parquet) of prices, one column per asset")
     run.add_argument("--assume", choices=("auto", "prices", "returns"), default="auto",
-                     help="what --prices-csv holds: 'auto' tells prices from returns (default: auto)")
+                     help="what --prices-csv holds: 'auto' tells prices from returns (default: auto); returns are "
+                          "read as daily log returns unless --returns-kind simple")
+    run.add_argument("--returns-kind", choices=("log", "simple"), default="log",
+                     help="with --assume returns: the file's returns are log (default) or simple ones (1 %% = "
+                          "0.01); simple ones are turned into log returns for the model and the backtest")
     run.add_argument("--start", type=_date, default="2000-01-01", metavar="DATE",
                      help="first scored and backtested date; training uses the days before (default: 2000-01-01)")
     run.add_argument("--end", type=_date, metavar="DATE",
@@ -514,10 +527,13 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="number of latent factors (default: 3)")
     run.add_argument("--epochs", type=_number(int, least=1), default=60,
                      help="most training epochs per fit (default: 60)")
+    run.add_argument("--min-train", type=_number(int, least=2), default=756,
+                     help="days of training before the first scored date, at least (default: 756, three years)")
     run.add_argument("--refit-every", type=_number(int, least=1), default=126,
                      help="trading days between refits (default: 126, twice a year)")
     run.add_argument("--n-jobs", type=_n_jobs, default=2, help="refits run in parallel; -1: one per core (default: 2)")
-    run.add_argument("--seed", type=int, default=0, help="random seed of every fit (default: 0)")
+    run.add_argument("--seed", type=_number(int, least=0, most=2**32 - 1), default=0,
+                     help="random seed of every fit, 0 to 4294967295 (default: 0)")
     run.add_argument("--signal", choices=job.SIGNALS, default=job.DEFAULT_SIGNAL,
                      help="flag on FinVAE's anomaly score, as predict does ('score'), or on its market part "
                           "only ('market'); default: %(default)s")
@@ -529,7 +545,8 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--exposure-when-flagged", type=_number(float, least=0, most=1),
                      default=job.DEFAULT_EXPOSURE_WHEN_FLAGGED,
                      help="portfolio exposure while de-risked, 0 = all cash (default: %(default)g)")
-    run.add_argument("--out", default="finvae-output", help="output folder (default: finvae-output)")
+    run.add_argument("--out", type=_folder_name, default="finvae-output",
+                     help="output folder (default: finvae-output)")
     run.add_argument("--no-figures", action="store_true", help="no PNG figures: the CSV files and report.html only")
     run.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
     run.add_argument("--scheduler", metavar="ADDRESS",
@@ -547,10 +564,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.tickers:
         # Training needs the history before --start: download everything up to --end.
-        end = None if args.end is None else str(args.end.date())
+        end = None if args.end is None else str((args.end + pd.Timedelta(days=1)).date())  # Yahoo's end: exclusive
         returns = prices_to_returns(download_prices(args.tickers, None, end, progress=not args.quiet))
     elif args.prices_csv:
         returns = _read_returns(args.prices_csv, args.assume)
+        if args.returns_kind == "simple":
+            import numpy as np
+
+            if args.assume != "returns":
+                raise DataError("--returns-kind simple says what a file of returns holds: pass --assume returns "
+                                "with it (prices are turned into log returns).")
+            if (returns <= -1).any().any():
+                raise DataError(f"{args.prices_csv} holds simple returns of -100 % or less; a simple return is "
+                                "above -1 (a total loss). Are these log returns? Leave out --returns-kind.")
+            returns = np.log1p(returns)  # the model and the backtest read log returns
+    elif args.returns_kind == "simple":
+        raise DataError("--returns-kind applies to --prices-csv with --assume returns.")
     else:
         # RRC's early stale quotes are known and documented in load_sp500_sample: no warning on every run.
         returns = prices_to_returns(load_sp500_sample(), stale_days=None)
@@ -566,6 +595,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     result = run_main_job(returns, out_dir=args.out, start=str(args.start.date()), window=args.window,
                           latent_dim=args.latent_dim, epochs=args.epochs, refit_every=args.refit_every,
+                          min_train=args.min_train,
                           n_jobs=args.n_jobs, random_state=args.seed, signal=args.signal,
                           vol_halflife=_halflives(args.vol_halflife), hold=args.hold,
                           exposure_when_flagged=args.exposure_when_flagged, figures=not args.no_figures,

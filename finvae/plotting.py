@@ -126,7 +126,8 @@ def plot_scores(
 
     level = None
     if prices_or_index is not None:
-        if not looks_like_prices(prices_or_index):  # returns here would draw a meaningless "index"
+        given = np.asarray(prices_or_index, dtype=np.float64)
+        if np.isfinite(given).sum() >= 2 and not looks_like_prices(given):  # returns would draw a meaningless index
             raise DataError("prices_or_index must hold price levels or an index level (positive numbers), not "
                             "returns: pass the prices, or an index level such as equal_weight_index(returns).")
         if isinstance(prices_or_index, pd.DataFrame) and prices_or_index.shape[1] > 1:

@@ -236,7 +236,8 @@ def _glance(result: MainJobResult) -> str:
 
 
 def _summary_table(summary: pd.DataFrame) -> str:
-    rows = [[_e(measure)] + [f"{v:.1%}" if measure in PERCENT_MEASURES else _number(v) for v in values]
+    rows = [[_e(measure)] + [("–" if pd.isna(v) else f"{v:.1%}") if measure in PERCENT_MEASURES else _number(v)
+                             for v in values]
             for measure, values in summary.iterrows()]
     table = _table(["measure", *map(_e, summary.columns)], rows, numeric=set(range(1, summary.shape[1] + 1)))
     a = summary.attrs

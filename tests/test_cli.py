@@ -156,3 +156,39 @@ def test_a_plain_kill_unwinds_and_leaves_no_temporary_file(tmp_path, monkeypatch
         main(["data", "sample"])
     assert stop.value.code == 128 + signal.SIGTERM and list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_run_arguments_that_cannot_work_are_usage_errors(capsys):
+    from finvae.cli import main as cli_main
+
+    for argv, fragment in [
+        (["run", "--seed", "-1"], "--seed: must be >= 0"),
+        (["run", "--seed", str(2**32)], "--seed: must be >= 0 and <= 4.29497e+09"),
+        (["run", "--vol-halflife", "inf"], "expected a finite number"),
+        (["run", "--out", ""], "expected a folder name"),
+        (["fit", "x.csv", "--model", "m", "--seed", "-3"], "--seed: must be >= 0"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            cli_main(argv)
+        assert stop.value.code == 2
+        assert fragment in capsys.readouterr().err, argv
+
+
+def test_run_reads_simple_returns_as_what_they_are(tmp_path, capsys):
+    from finvae.cli import main as cli_main
+    from finvae.datasets import load_sp500_sample, prices_to_returns
+
+    log = prices_to_returns(load_sp500_sample(), stale_days=None).loc["2014":"2017", ["AAPL", "KO", "XOM"]]
+    log.to_csv(tmp_path / "log.csv")
+    np.expm1(log).to_csv(tmp_path / "simple.csv")
+    small = ["--assume", "returns", "--start", "2017-01-02", "--min-train", "500", "--epochs", "1",
+             "--refit-every", "250", "--n-jobs", "1", "--no-figures", "--quiet"]
+    assert cli_main(["run", "--prices-csv", str(tmp_path / "log.csv"), *small, "--out", str(tmp_path / "a")]) == 0
+    assert cli_main(["run", "--prices-csv", str(tmp_path / "simple.csv"), *small, "--returns-kind", "simple",
+                     "--out", str(tmp_path / "b")]) == 0
+    a, b = (pd.read_csv(tmp_path / d / "backtest.csv", index_col=0) for d in "ab")
+    pd.testing.assert_frame_equal(a, b, rtol=1e-6)  # the same log returns inside, the same backtest
+    capsys.readouterr()
+    assert cli_main(["run", "--prices-csv", str(tmp_path / "simple.csv"), "--returns-kind", "simple",
+                     "--out", str(tmp_path / "c")]) == 2
+    assert "pass --assume returns with it" in capsys.readouterr().err

@@ -214,7 +214,7 @@ def test_run_with_tickers_downloads_through_the_cache(monkeypatch, prices, tmp_p
         f"got {list(returns.columns)} to {returns.index[-1].date()}")))
     assert main(["run", "--tickers", "AAPL", "KO", "--end", "2001-01-31", "--out", str(tmp_path)]) == 2
     # Downloaded from the first price available (training needs the years before --start) up to --end.
-    assert calls == [(["AAPL", "KO"], None, "2001-01-31")]
+    assert calls == [(["AAPL", "KO"], None, "2001-02-01")]  # download_prices' end is exclusive: --end is kept
     assert "got ['AAPL', 'KO'] to 2001-01-31" in capsys.readouterr().err
 
 
@@ -317,3 +317,13 @@ def test_a_run_removes_the_temporary_files_a_killed_run_left(tmp_path):
                  figures=False, verbose=0)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert not (tmp_path / "scores.png").exists() and (tmp_path / "notes.png").exists()  # no stale figure beside
+
+
+def test_a_start_before_min_train_is_moved_with_a_warning_and_reported_as_used(tmp_path):
+    returns = prices_to_returns(load_sp500_sample(), stale_days=None).loc["2014":"2016", ["AAPL", "KO", "XOM"]]
+    with pytest.warns(UserWarning, match=r"scoring starts at 2015-\d\d-\d\d, not at start=2014-03-03: the first fit "
+                                         r"needs min_train=300"):
+        result = run_main_job(returns, out_dir=tmp_path, start="2014-03-03", min_train=300, epochs=1,
+                              refit_every=400, n_jobs=1, figures=False, verbose=0)
+    used = str(result.walk_forward.index[0].date())
+    assert used.startswith("2015-") and f"<td>{used}</td>" in (tmp_path / "report.html").read_text()
