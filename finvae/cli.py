@@ -545,6 +545,8 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--exposure-when-flagged", type=_number(float, least=0, most=1),
                      default=job.DEFAULT_EXPOSURE_WHEN_FLAGGED,
                      help="portfolio exposure while de-risked, 0 = all cash (default: %(default)g)")
+    run.add_argument("--cost-bps", type=_number(float, least=0), default=job.DEFAULT_COST_BPS,
+                     help="trading costs in basis points of each change of exposure (default: %(default)g)")
     run.add_argument("--out", type=_folder_name, default="finvae-output",
                      help="output folder (default: finvae-output)")
     run.add_argument("--no-figures", action="store_true", help="no PNG figures: the CSV files and report.html only")
@@ -598,7 +600,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                           min_train=args.min_train,
                           n_jobs=args.n_jobs, random_state=args.seed, signal=args.signal,
                           vol_halflife=_halflives(args.vol_halflife), hold=args.hold,
-                          exposure_when_flagged=args.exposure_when_flagged, figures=not args.no_figures,
+                          exposure_when_flagged=args.exposure_when_flagged, cost_bps=args.cost_bps,
+                          figures=not args.no_figures,
                           verbose=0 if args.quiet else 1, scheduler=args.scheduler, checkpoint_dir=args.checkpoint)
     print(format_summary(result.summary))
     print(f"\nFiles in {args.out}/: {', '.join(path.name for path in result.files)} ({result.seconds:.0f} s)")

@@ -192,3 +192,17 @@ def test_run_reads_simple_returns_as_what_they_are(tmp_path, capsys):
     assert cli_main(["run", "--prices-csv", str(tmp_path / "simple.csv"), "--returns-kind", "simple",
                      "--out", str(tmp_path / "c")]) == 2
     assert "pass --assume returns with it" in capsys.readouterr().err
+
+
+def test_run_takes_the_trading_costs(tmp_path, capsys):
+    from finvae.cli import main as cli_main
+    from finvae.datasets import load_sp500_sample
+
+    load_sp500_sample().loc["2014":"2017", ["AAPL", "KO", "XOM"]].to_csv(tmp_path / "prices.csv")
+    small = ["--prices-csv", str(tmp_path / "prices.csv"), "--start", "2017-01-02", "--min-train", "500",
+             "--epochs", "1", "--refit-every", "250", "--n-jobs", "1", "--no-figures", "--quiet"]
+    assert cli_main(["run", *small, "--cost-bps", "0", "--out", str(tmp_path / "free")]) == 0
+    assert "after costs of 0 bps" in capsys.readouterr().out
+    assert cli_main(["run", *small, "--cost-bps", "50", "--out", str(tmp_path / "dear")]) == 0
+    assert "after costs of 50 bps" in capsys.readouterr().out
+    assert "50" in (tmp_path / "dear" / "report.html").read_text().split("cost_bps")[1][:40]
