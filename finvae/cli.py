@@ -79,7 +79,8 @@ def _number(kind: type, *, least: float | None = None, above: float | None = Non
         if value != value or value in (float("inf"), float("-inf")):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if not all(ok(value, bound) for bound, _, ok in checks):
-            rule = " and ".join(f"{sign} {bound:g}" for bound, sign, _ in checks)
+            rule = " and ".join(f"{sign} {bound:g}" if isinstance(bound, float) else f"{sign} {bound}"
+                                for bound, sign, _ in checks)
             raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
         return value
 
@@ -150,7 +151,7 @@ def _add_input_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("prices", metavar="PRICES",
                         help="CSV or parquet file, one row per date and one column per asset, of prices or returns "
                              "(a 'Date' column or the first column holds the dates)")
-    parser.add_argument("--model", required=True, metavar="DIR", help=what)
+    parser.add_argument("--model", required=True, type=_folder_name, metavar="DIR", help=what)
     parser.add_argument("--assume", choices=("auto", "prices", "returns"), default="auto",
                         help="what PRICES holds (default: decided from the numbers, and said in one line)")
 
@@ -517,8 +518,9 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--returns-kind", choices=("log", "simple"), default="log",
                      help="with --assume returns: the file's returns are log (default) or simple ones (1 %% = "
                           "0.01); simple ones are turned into log returns for the model and the backtest")
-    run.add_argument("--start", type=_date, default="2000-01-01", metavar="DATE",
-                     help="first scored and backtested date; training uses the days before (default: 2000-01-01)")
+    run.add_argument("--start", type=_date, metavar="DATE",
+                     help="first scored and backtested date; training uses the days before (default: 2000-01-01, "
+                          "or on a shorter history the first date with --min-train days before it)")
     run.add_argument("--end", type=_date, metavar="DATE",
                      help="last date used, YYYY-MM-DD (default: the last available)")
     run.add_argument("--window", type=_number(int, least=2), default=20,
@@ -554,7 +556,7 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="run the refits on a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
                           '(needs pip install "finvae[dask]"; --n-jobs is then the cluster\'s)')
-    run.add_argument("--checkpoint", metavar="DIR",
+    run.add_argument("--checkpoint", type=_folder_name, metavar="DIR",
                      help="save the reference model and each finished refit in DIR, and resume from it: a "
                           "re-run with the same DIR and settings loads them instead of fitting them again")
     run.set_defaults(func=_cmd_run)
@@ -564,6 +566,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from finvae._main_job import format_summary, run_main_job
     from finvae.datasets import download_prices, load_sp500_sample, prices_to_returns
 
+    _check_date_order(args.start, args.end)
+    if args.returns_kind == "simple" and not (args.prices_csv and args.assume == "returns"):
+        raise DataError("--returns-kind simple says what a file of returns holds: use it with --prices-csv and "
+                        "--assume returns (prices, and downloads, are turned into log returns).")
     if args.tickers:
         # Training needs the history before --start: download everything up to --end.
         end = None if args.end is None else str((args.end + pd.Timedelta(days=1)).date())  # Yahoo's end: exclusive
@@ -573,15 +579,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.returns_kind == "simple":
             import numpy as np
 
-            if args.assume != "returns":
-                raise DataError("--returns-kind simple says what a file of returns holds: pass --assume returns "
-                                "with it (prices are turned into log returns).")
-            if (returns <= -1).any().any():
-                raise DataError(f"{args.prices_csv} holds simple returns of -100 % or less; a simple return is "
-                                "above -1 (a total loss). Are these log returns? Leave out --returns-kind.")
+            lost = returns.le(-1).stack()
+            if lost.any():
+                date, asset = lost[lost].index[0]
+                raise DataError(f"{args.prices_csv} holds simple returns of -100 % or less, the first {asset} on "
+                                f"{date.date()} ({returns.at[date, asset]:g}); a simple return is above -1 (a total "
+                                "loss). In percent? Divide them by 100.")
             returns = np.log1p(returns)  # the model and the backtest read log returns
-    elif args.returns_kind == "simple":
-        raise DataError("--returns-kind applies to --prices-csv with --assume returns.")
     else:
         # RRC's early stale quotes are known and documented in load_sp500_sample: no warning on every run.
         returns = prices_to_returns(load_sp500_sample(), stale_days=None)
@@ -595,7 +599,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import_distributed()  # dask sets its loggers' levels when imported: quieten them after that
         for name in [n for n in logging.root.manager.loggerDict if n.startswith("distributed")] + ["distributed"]:
             logging.getLogger(name).setLevel(logging.CRITICAL)
-    result = run_main_job(returns, out_dir=args.out, start=str(args.start.date()), window=args.window,
+    start = args.start
+    if start is None:  # not given: 2000-01-01, or as early as --min-train allows on a shorter history
+        start = pd.Timestamp("2000-01-01")
+        if int(returns.index.searchsorted(start)) < args.min_train:
+            start = None
+    result = run_main_job(returns, out_dir=args.out, start=None if start is None else str(start.date()),
+                          window=args.window,
                           latent_dim=args.latent_dim, epochs=args.epochs, refit_every=args.refit_every,
                           min_train=args.min_train,
                           n_jobs=args.n_jobs, random_state=args.seed, signal=args.signal,

@@ -163,7 +163,9 @@ def test_run_arguments_that_cannot_work_are_usage_errors(capsys):
 
     for argv, fragment in [
         (["run", "--seed", "-1"], "--seed: must be >= 0"),
-        (["run", "--seed", str(2**32)], "--seed: must be >= 0 and <= 4.29497e+09"),
+        (["run", "--seed", str(2**32)], "--seed: must be >= 0 and <= 4294967295"),
+        (["fit", "x.csv", "--model", ""], "expected a folder name"),
+        (["run", "--checkpoint", " "], "expected a folder name"),
         (["run", "--vol-halflife", "inf"], "expected a finite number"),
         (["run", "--out", ""], "expected a folder name"),
         (["fit", "x.csv", "--model", "m", "--seed", "-3"], "--seed: must be >= 0"),
@@ -191,7 +193,9 @@ def test_run_reads_simple_returns_as_what_they_are(tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["run", "--prices-csv", str(tmp_path / "simple.csv"), "--returns-kind", "simple",
                      "--out", str(tmp_path / "c")]) == 2
-    assert "pass --assume returns with it" in capsys.readouterr().err
+    assert "use it with --prices-csv and --assume returns" in capsys.readouterr().err
+    assert cli_main(["run", "--tickers", "AAPL", "--returns-kind", "simple", "--out", str(tmp_path / "d")]) == 2
+    assert "use it with --prices-csv" in capsys.readouterr().err  # before any download
 
 
 def test_run_takes_the_trading_costs(tmp_path, capsys):
@@ -202,7 +206,11 @@ def test_run_takes_the_trading_costs(tmp_path, capsys):
     small = ["--prices-csv", str(tmp_path / "prices.csv"), "--start", "2017-01-02", "--min-train", "500",
              "--epochs", "1", "--refit-every", "250", "--n-jobs", "1", "--no-figures", "--quiet"]
     assert cli_main(["run", *small, "--cost-bps", "0", "--out", str(tmp_path / "free")]) == 0
-    assert "after costs of 0 bps" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "after costs of 0 bps" in printed.out and "scoring starts at" not in printed.err
+    no_start = [a for i, a in enumerate(small) if a != "--start" and (i == 0 or small[i - 1] != "--start")]
+    assert cli_main(["run", *no_start, "--out", str(tmp_path / "default")]) == 0  # data from 2014: no 2000 start
+    assert "scoring starts at" not in capsys.readouterr().err
     assert cli_main(["run", *small, "--cost-bps", "50", "--out", str(tmp_path / "dear")]) == 0
     assert "after costs of 50 bps" in capsys.readouterr().out
     assert "50" in (tmp_path / "dear" / "report.html").read_text().split("cost_bps")[1][:40]
