@@ -107,8 +107,8 @@ class FinVAECovariance(BaseCovariance):
                 raise ValueError("refit=False needs a fitted FinVAE as estimator.")
             try:
                 check_is_fitted(self.estimator)
-            except NotFittedError as exc:
-                if "set_params changed" in str(exc):  # fitted, then changed: that message says what to do
+            except NotFittedError:
+                if hasattr(self.estimator, "model_"):  # fitted, then changed by set_params: its message says what to do
                     raise
                 raise NotFittedError(
                     "refit=False needs a fitted FinVAE, and this one is not fitted. A clone (as in cross-validation) "
