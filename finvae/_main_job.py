@@ -143,6 +143,7 @@ def run_main_job(
     verbose: int = 1,
     scheduler: str | None = None,
     checkpoint_dir: str | Path | None = None,
+    source: str | None = None,
 ) -> MainJobResult:
     """Walk FinVAE forward, read its factors, backtest its flags, and write tables and figures.
 
@@ -221,6 +222,9 @@ def run_main_job(
         JSON) and each of the walk-forward's finished refits are saved, and
         from which a re-run resumes: it loads them instead of fitting again
         (``walk_forward``'s ``checkpoint_dir``).
+    source : str or None, default=None
+        Where ``returns`` came from (a file, tickers, the bundled sample), shown
+        first in the report's settings; None: not recorded there.
 
     Returns
     -------
@@ -320,7 +324,10 @@ def run_main_job(
     seconds = time.perf_counter() - began
     result = MainJobResult(walk_forward=wf, factors=factors, exposures=betas, overlay=overlay, summary=summary,
                            model=model, files=files, seconds=seconds)
-    settings = dict(start=str(scored[0].date()), window=window, latent_dim=latent_dim, epochs=epochs,
+    settings = dict({} if source is None else {"data": source},
+                    returns=f"{returns.index[0].date()} to {returns.index[-1].date()}, {len(returns):,} dates, "
+                            f"{returns.shape[1]} assets",
+                    start=str(scored[0].date()), window=window, latent_dim=latent_dim, epochs=epochs,
                     refit_every=refit_every,
                     min_train=min_train, n_jobs=n_jobs, random_state=random_state, signal=signal,
                     vol_halflife=vol_halflife, hold=hold, exposure_when_flagged=exposure_when_flagged,

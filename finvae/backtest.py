@@ -457,6 +457,9 @@ class OverlayResult:
         matplotlib.figure.Figure
         """
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import PercentFormatter
+
+        from finvae.plotting import _frame_one_date, _line_markers
 
         series = {"overlay": self.returns, "buy & hold": self.benchmark, "vol target": self.vol_target}
         colors = {"overlay": "tab:red", "buy & hold": "tab:gray", "vol target": "tab:blue"}
@@ -471,8 +474,9 @@ class OverlayResult:
             bottom.axvspan(dates[first], end, color="tab:orange", alpha=0.25, lw=0)
         for name, r in series.items():
             wealth = (1.0 + r).cumprod()
-            top.plot(dates, wealth, color=colors[name], lw=1.2, label=name)
-            bottom.plot(dates, wealth / wealth.cummax().clip(lower=1.0) - 1.0, color=colors[name], lw=1.0)
+            top.plot(dates, wealth, color=colors[name], lw=1.2, label=name, **_line_markers(wealth))
+            bottom.plot(dates, wealth / wealth.cummax().clip(lower=1.0) - 1.0, color=colors[name], lw=1.0,
+                        **_line_markers(wealth))
         top.plot([], [], color="tab:orange", alpha=0.4, lw=6, label="de-risked (flag + hold)")
         if log_scale:
             top.set_yscale("log")
@@ -481,8 +485,9 @@ class OverlayResult:
         top.legend(loc="upper left")
         top.grid(alpha=0.3)
         bottom.set_ylabel("drawdown")
-        bottom.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:.0%}"))
+        bottom.yaxis.set_major_formatter(PercentFormatter(1.0))  # as many decimals as the ticks need
         bottom.grid(alpha=0.3)
+        _frame_one_date(bottom, dates)
         return fig
 
 

@@ -574,7 +574,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # Training needs the history before --start: download everything up to --end.
         end = None if args.end is None else str((args.end + pd.Timedelta(days=1)).date())  # Yahoo's end: exclusive
         returns = prices_to_returns(download_prices(args.tickers, None, end, progress=not args.quiet))
+        source = f"Yahoo Finance (yfinance) adjusted closes of {' '.join(args.tickers)}, as log returns"
     elif args.prices_csv:
+        source = f"{args.prices_csv} (--assume {args.assume}" + (
+            f", --returns-kind {args.returns_kind})" if args.assume == "returns" else ")")
         returns = _read_returns(args.prices_csv, args.assume)
         if args.returns_kind == "simple":
             import numpy as np
@@ -589,8 +592,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         # RRC's early stale quotes are known and documented in load_sp500_sample: no warning on every run.
         returns = prices_to_returns(load_sp500_sample(), stale_days=None)
+        source = "the bundled sample, load_sp500_sample(): 20 S&P 500 stocks' adjusted closes, as log returns"
     if args.end is not None:
         returns = _between(returns, None, args.end, args.prices_csv or "the data")
+        source += f"; up to --end {args.end.date() if args.end == args.end.normalize() else args.end}"
     if args.scheduler:  # a lost scheduler ends in finvae's one line, not in dask's logged tracebacks before it
         import logging
 
@@ -612,7 +617,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                           vol_halflife=_halflives(args.vol_halflife), hold=args.hold,
                           exposure_when_flagged=args.exposure_when_flagged, cost_bps=args.cost_bps,
                           figures=not args.no_figures,
-                          verbose=0 if args.quiet else 1, scheduler=args.scheduler, checkpoint_dir=args.checkpoint)
+                          verbose=0 if args.quiet else 1, scheduler=args.scheduler, checkpoint_dir=args.checkpoint,
+                          source=source)
     print(format_summary(result.summary))
     print(f"\nFiles in {args.out}/: {', '.join(path.name for path in result.files)} ({result.seconds:.0f} s)")
     return EXIT_OK

@@ -38,6 +38,21 @@ def _series(data, what: str) -> pd.Series:
     return data
 
 
+def _line_markers(values) -> dict:
+    """Markers for a line with fewer than two values: matplotlib draws no line through a single point.
+
+    Returns keyword arguments for ``Axes.plot``, empty when the line is visible on its own.
+    """
+    return {"marker": "o", "markersize": 4} if np.count_nonzero(pd.notna(np.asarray(values))) < 2 else {}
+
+
+def _frame_one_date(ax, dates) -> None:
+    """A week around the date when there is only one: matplotlib would otherwise span years around it."""
+    dates = pd.DatetimeIndex(dates).unique()
+    if len(dates) == 1:
+        ax.set_xlim(dates[0] - pd.Timedelta(days=3), dates[0] + pd.Timedelta(days=3))
+
+
 def equal_weight_index(returns: pd.DataFrame, *, kind: str = "log") -> pd.Series:
     """Growth of 1 invested in the daily-rebalanced equal-weight portfolio of ``returns``' assets.
 
@@ -148,7 +163,8 @@ def plot_scores(
     else:
         fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=figsize, layout="constrained",
                                           gridspec_kw={"height_ratios": [1, 1]})
-        top.plot(level.index, level.to_numpy(), color="tab:gray", lw=1.0, label="equal-weight index")
+        top.plot(level.index, level.to_numpy(), color="tab:gray", lw=1.0, label="equal-weight index",
+                 **_line_markers(level))
         marks = level.reindex(flagged)
         top.scatter(marks.index, marks.to_numpy(), color="tab:red", s=14, zorder=3,
                     label=f"flagged date ({len(flagged)})")
@@ -165,7 +181,7 @@ def plot_scores(
         top.legend(loc="upper left")
         top.grid(alpha=0.3)
 
-    bottom.plot(scores.index, scores.to_numpy(), color="tab:blue", lw=0.5, label=score_label)
+    bottom.plot(scores.index, scores.to_numpy(), color="tab:blue", lw=0.5, label=score_label, **_line_markers(scores))
     if isinstance(threshold, pd.Series):
         bottom.step(threshold.index, threshold.to_numpy(), where="post", color="black", lw=1.0, ls="--",
                     label="threshold")
@@ -181,6 +197,7 @@ def plot_scores(
         bottom.set_ylim(low, high + max(0.25 * (high - low), 1.0))
     bottom.legend(loc="upper left", ncol=3)
     bottom.grid(alpha=0.3)
+    _frame_one_date(bottom, scores.index)
     if top is None:
         bottom.set_title(title)
     return fig
@@ -224,7 +241,8 @@ def plot_factors(
                              figsize=figsize or (11.0, 1.2 + 2.0 * k))
     for ax, name in zip(axes[:, 0], factors.columns, strict=True):
         values = factors[name]
-        ax.plot(values.index, values.to_numpy(), color="tab:blue", lw=0.4, alpha=0.5, label="daily")
+        ax.plot(values.index, values.to_numpy(), color="tab:blue", lw=0.4, alpha=0.5, label="daily",
+                **_line_markers(values))
         if smooth:
             rolling = values.rolling(smooth, min_periods=max(1, smooth // 2)).mean()
             ax.plot(rolling.index, rolling.to_numpy(), color="tab:blue", lw=1.2, label=f"{smooth}-day mean")
@@ -234,6 +252,7 @@ def plot_factors(
         ax.grid(alpha=0.3)
     axes[0, 0].legend(loc="upper left", ncol=2)
     axes[0, 0].set_title(title)
+    _frame_one_date(axes[0, 0], factors.index)
     return fig
 
 
@@ -358,12 +377,14 @@ def plot_var_backtest(
     exceptions = -returns > value_at_risk
     fig, ax = plt.subplots(figsize=figsize)
     ax.vlines(returns.index, 0.0, returns.to_numpy(), color="0.6", linewidth=0.5, label="daily return")
-    ax.plot(value_at_risk.index, -value_at_risk.to_numpy(), color="C0", linewidth=0.9, label="minus VaR")
+    ax.plot(value_at_risk.index, -value_at_risk.to_numpy(), color="C0", linewidth=0.9, label="minus VaR",
+            **_line_markers(value_at_risk))
     ax.scatter(returns.index[exceptions.to_numpy()], returns[exceptions].to_numpy(), color="C3", s=10, zorder=3,
                label=f"exceptions: {int(exceptions.sum())} of {len(returns)} days ({exceptions.mean():.2%})")
     ax.axhline(0.0, color="0.3", linewidth=0.5)
     ax.set_title(title)
     ax.set_ylabel("return")
     ax.legend(loc="lower left", fontsize=8)
+    _frame_one_date(ax, returns.index)
     fig.tight_layout()
     return fig

@@ -198,6 +198,20 @@ def test_run_reads_simple_returns_as_what_they_are(tmp_path, capsys):
     assert "use it with --prices-csv" in capsys.readouterr().err  # before any download
 
 
+def test_run_reports_where_its_data_came_from(tmp_path):
+    from finvae.cli import main as cli_main
+    from finvae.datasets import load_sp500_sample, prices_to_returns
+
+    log = prices_to_returns(load_sp500_sample(), stale_days=None).loc["2014":"2017", ["AAPL", "KO", "XOM"]]
+    log.to_csv(tmp_path / "log.csv")
+    assert cli_main(["run", "--prices-csv", str(tmp_path / "log.csv"), "--assume", "returns", "--end", "2017-06-30",
+                     "--start", "2017-01-02", "--min-train", "500", "--epochs", "1", "--refit-every", "250",
+                     "--n-jobs", "1", "--no-figures", "--quiet", "--out", str(tmp_path / "a")]) == 0
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert f"{tmp_path / 'log.csv'} (--assume returns, --returns-kind log); up to --end 2017-06-30" in page
+    assert "2014-01-02 to 2017-06-30, 881 dates, 3 assets" in page  # what the run read, its training included
+
+
 def test_run_takes_the_trading_costs(tmp_path, capsys):
     from finvae.cli import main as cli_main
     from finvae.datasets import load_sp500_sample

@@ -199,3 +199,22 @@ def test_equal_weight_index_refuses_penny_prices(dates):
     pennies = pd.DataFrame({"A": np.linspace(0.2, 0.3, len(dates))}, index=dates)
     with pytest.raises(DataError, match="look like price levels, not returns"):
         equal_weight_index(pennies, kind="simple")
+
+
+def test_a_single_date_is_drawn_as_a_point_in_a_week_around_it(scores, dates):
+    from finvae.backtest import anomaly_overlay
+    from finvae.plotting import plot_var_backtest
+
+    one = scores.iloc[[-1]]
+    returns = pd.DataFrame({"A": [0.01], "B": [-0.02]}, index=one.index)
+    figures = [plot_scores(one, 4.0, prices_or_index=pd.Series([100.0], index=one.index)), plot_factors(returns),
+               anomaly_overlay(returns, one > 4.0).plot(), plot_var_backtest(returns["A"], one * 0.01)]
+    for fig in figures:
+        for ax in fig.axes:
+            lines = [line for line in ax.get_lines()
+                     if len(line.get_xdata()) == 1 and np.isfinite(np.asarray(line.get_ydata(), float)).all()]
+            assert lines and all(line.get_marker() == "o" for line in lines)  # matplotlib draws no 1-point line
+            low, high = matplotlib.dates.num2date(ax.get_xlim())
+            assert (high - low).days == 6
+    many = plot_scores(scores, 4.0).axes[0].get_lines()[0]
+    assert many.get_marker() == "None"  # a line of many dates stays a plain line
