@@ -10,7 +10,8 @@ from finvae.estimator import FinVAE, elbo_scorer
 
 __version__ = "0.1.0"
 
-__all__ = ["DataError", "FinVAE", "FinVAECovariance", "TrainingError", "__version__", "elbo_scorer"]
+# FinVAECovariance (needs the optional skfolio) is reached as finvae.FinVAECovariance, not by `import *`.
+__all__ = ["DataError", "FinVAE", "TrainingError", "__version__", "elbo_scorer"]
 
 
 #: Submodules reachable as ``finvae.<name>`` after a plain ``import finvae``, imported on first use.

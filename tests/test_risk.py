@@ -346,3 +346,17 @@ def test_portfolio_returns_and_covariance_check_their_input_first(model, returns
         portfolio_returns(model, returns[ASSETS[::-1]])
     with pytest.raises(DataError):  # named, not an IndexError from the empty-last-row check
         covariance(model, returns.iloc[:0])
+
+
+def test_finvae_and_its_doctests_load_without_the_optional_skfolio(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys; sys.modules['skfolio'] = sys.modules['skfolio.moments'] = None\n"
+            "from finvae import *\n"
+            "import pytest; sys.exit(pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', 'finvae']))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "error" not in done.stdout.lower()
