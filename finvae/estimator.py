@@ -986,13 +986,19 @@ class FinVAE(TransformerMixin, BaseEstimator):
         The ELBO of each date's last day given its window, in scaled-return
         units, with ``z`` sampled from the posterior under a fixed seed so that
         the number is repeatable. Compare models with the same ``vol_halflife``.
+        Targets are clipped as in training (``model_.clip`` scaled units), so
+        that one bad tick counts as the training loss counts it.
         """
         _, scaled, observed, ends, _, _ = self._prepare(X)
+        if not len(ends):
+            raise DataError(
+                f"no date of X can be scored: each needs a full window of {self.window} rows and at least "
+                f"{self.min_coverage:.0%} of the assets observed (min_coverage). Pass a longer or fuller X.")
         mu, log_var, _ = self._encode_decode(scaled, ends)
         with seeded(0), torch.no_grad():
             z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
             decoded = self.model_.decode(z)
-            x = torch.from_numpy(scaled[ends])
+            x = torch.from_numpy(scaled[ends]).clamp(-self.model_.clip, self.model_.clip)
             recon = self.model_.reconstruction_nll(decoded, x, torch.from_numpy(observed[ends]))
             return float(-(recon + gaussian_kl(mu, log_var)).mean())
 

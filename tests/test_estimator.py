@@ -165,6 +165,19 @@ def test_elbo_is_a_repeatable_finite_scalar(model, returns):
     assert model.elbo(returns) == elbo == elbo_scorer(model, returns)
 
 
+def test_elbo_counts_a_bad_tick_as_training_does_and_refuses_nothing_to_score(model, returns):
+    bad = returns.copy()
+    bad.iloc[-1, 0] = 2.0  # a +200 % log return: far beyond the clip, in scaled units
+    clipped = returns.copy()
+    scale = model.volatility(returns).iloc[-1, 0]  # the last day's scale, known at the close before it
+    clipped.iloc[-1, 0] = model.mean_[0] + model.model_.clip * scale
+    assert model.elbo(bad) == pytest.approx(model.elbo(clipped), rel=1e-6)
+    sparse = returns.iloc[:50].copy()
+    sparse.iloc[:, 1:] = np.nan  # one asset a day: below min_coverage
+    with pytest.raises(DataError, match="no date of X can be scored"):
+        model.elbo(sparse)
+
+
 def test_a_pair_of_half_lives_scales_by_the_larger_of_the_two_volatilities(model, returns):
     assert model.vol_halflife == (5, 60)  # the default
     single = {}
