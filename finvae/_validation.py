@@ -51,34 +51,7 @@ def check_returns(X, *, window: int, what: str = "returns",
                 f"(dtype {X[bad[0]].dtype}). Drop them or convert with pd.to_numeric."
             )
         index, columns = X.index, X.columns
-        if columns.has_duplicates:
-            raise DataError(
-                f"{what} has duplicate column names: {_first(columns[columns.duplicated()].unique())}. "
-                "Give each asset one column, e.g. returns.loc[:, ~returns.columns.duplicated()]."
-            )
-        if index.hasnans:
-            raise DataError(
-                f"{what} has {int(index.isna().sum())} missing date(s) (NaT) in its index, the first at row "
-                f"{int(np.flatnonzero(index.isna())[0])}. Drop those rows, e.g. returns[returns.index.notna()]."
-            )
-        if index.has_duplicates:
-            raise DataError(
-                f"{what} has duplicate dates: {_first(index[index.duplicated()].unique())}. "
-                "Keep one row per date, e.g. returns[~returns.index.duplicated()]."
-            )
-        if not index.is_monotonic_increasing:
-            position = int(np.flatnonzero(index[1:] < index[:-1])[0]) + 1
-            if pd.api.types.infer_dtype(index, skipna=True) == "string":
-                # Text is compared as text ('1/12/2015' < '1/9/2015'): sorting it would scramble the history.
-                raise DataError(
-                    f"{what} dates are text, compared as text: {index[position]!r} comes before "
-                    f"{index[position - 1]!r}. Parse them as dates first: returns.index = "
-                    "pd.to_datetime(returns.index), or pd.read_csv(..., index_col=0, parse_dates=True)."
-                )
-            raise DataError(
-                f"{what} dates are not sorted: {_first([index[position]])} comes after "
-                f"{_first([index[position - 1]])}. Sort them with returns.sort_index()."
-            )
+        check_labels(X, what)
         values = X.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         values = np.asarray(X)
@@ -122,6 +95,43 @@ def check_returns(X, *, window: int, what: str = "returns",
         raise DataError(_levels_message(values, what))
     return values, index, columns
 
+
+
+def check_labels(frame: pd.DataFrame, what: str = "returns", *, sorted_dates: bool = True) -> None:
+    """Check a DataFrame's labels: unique columns, and dates that are present, unique and (by default) sorted.
+
+    Raises :class:`DataError` naming the problem and how to fix it. Dates held as text that are out of
+    order get their own message: sorting text would scramble the history ('1/12/2015' < '1/9/2015').
+    """
+    index, columns = frame.index, frame.columns
+    if columns.has_duplicates:
+        raise DataError(
+            f"{what} has duplicate column names: {_first(columns[columns.duplicated()].unique())}. "
+            "Give each asset one column, e.g. returns.loc[:, ~returns.columns.duplicated()]."
+        )
+    if index.hasnans:
+        raise DataError(
+            f"{what} has {int(index.isna().sum())} missing date(s) (NaT) in its index, the first at row "
+            f"{int(np.flatnonzero(index.isna())[0])}. Drop those rows, e.g. returns[returns.index.notna()]."
+        )
+    if index.has_duplicates:
+        raise DataError(
+            f"{what} has duplicate dates: {_first(index[index.duplicated()].unique())}. "
+            "Keep one row per date, e.g. returns[~returns.index.duplicated()]."
+        )
+    if sorted_dates and not index.is_monotonic_increasing:
+        position = int(np.flatnonzero(index[1:] < index[:-1])[0]) + 1
+        if pd.api.types.infer_dtype(index, skipna=True) == "string":
+            # Text is compared as text ('1/12/2015' < '1/9/2015'): sorting it would scramble the history.
+            raise DataError(
+                f"{what} dates are text, compared as text: {index[position]!r} comes before "
+                f"{index[position - 1]!r}. Parse them as dates first: returns.index = "
+                "pd.to_datetime(returns.index), or pd.read_csv(..., index_col=0, parse_dates=True)."
+            )
+        raise DataError(
+            f"{what} dates are not sorted: {_first([index[position]])} comes after "
+            f"{_first([index[position - 1]])}. Sort them with returns.sort_index()."
+        )
 
 def _levels_message(values: np.ndarray, what: str) -> str:
     finite = values[np.isfinite(values)]

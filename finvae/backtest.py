@@ -23,7 +23,7 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from finvae._exceptions import DataError
-from finvae._validation import as_date_of, check_not_levels
+from finvae._validation import as_date_of, check_labels, check_not_levels
 
 __all__ = ["OverlayResult", "anomaly_overlay", "walk_forward"]
 
@@ -32,9 +32,6 @@ PERIODS_PER_YEAR = 252
 
 #: Used when the estimator has no ``threshold_``: flag the top 1 % of training scores.
 DEFAULT_CONTAMINATION = 0.01
-
-STRATEGIES = ("overlay", "buy & hold", "vol target")
-
 
 def _returns_frame(returns, what: str = "returns") -> pd.DataFrame:
     """A numeric DataFrame with sorted unique dates, or a DataError naming the problem."""
@@ -48,14 +45,7 @@ def _returns_frame(returns, what: str = "returns") -> pd.DataFrame:
            if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)]
     if bad:
         raise DataError(f"{what} must be numeric, but column(s) {bad[:3]} are not.")
-    if returns.index.has_duplicates:
-        dupes = returns.index[returns.index.duplicated()].unique()[:3].tolist()
-        raise DataError(f"{what} has duplicate dates, e.g. {dupes}. Keep one row per date.")
-    if not returns.index.is_monotonic_increasing:
-        raise DataError(f"{what} dates are not sorted. Sort them with {what}.sort_index().")
-    if returns.columns.has_duplicates:
-        dupes = returns.columns[returns.columns.duplicated()][:3].tolist()
-        raise DataError(f"{what} has duplicate asset names: {dupes}.")
+    check_labels(returns, what)
     if np.isinf(returns.to_numpy(dtype=np.float64, na_value=np.nan)).any():
         raise DataError(f"{what} holds infinite values. Replace them with NaN (missing) or fix the prices.")
     check_not_levels(returns.to_numpy(dtype=np.float64, na_value=np.nan), what)  # they would compound to inf

@@ -21,7 +21,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from finvae._exceptions import DataError
-from finvae._validation import as_date_of, check_not_levels
+from finvae._validation import as_date_of, check_labels, check_not_levels
 
 __all__ = ["explained_variance", "exposures"]
 
@@ -49,12 +49,7 @@ def _as_frame(data, what: str) -> pd.DataFrame:
         raise DataError(
             f"{what} must be numeric, but column(s) {bad[:3]} are not (dtype {data[bad[0]].dtype})."
         )
-    if data.index.has_duplicates:
-        dupes = data.index[data.index.duplicated()].unique()[:3].tolist()
-        raise DataError(f"{what} has duplicate dates, e.g. {dupes}. Keep one row per date.")
-    if data.columns.has_duplicates:
-        dupes = data.columns[data.columns.duplicated()][:3].tolist()
-        raise DataError(f"{what} has duplicate column names: {dupes}.")
+    check_labels(data, what, sorted_dates=False)  # a regression needs no order
     values = data.to_numpy(dtype=np.float64, na_value=np.nan)
     if np.isinf(values).any():
         raise DataError(f"{what} holds infinite values. Replace them with NaN (missing) or fix their source.")
@@ -312,8 +307,7 @@ def explained_variance(
     PCA          3      0.48     0.57
     """
     returns = _as_frame(returns, "returns")
-    if not returns.index.is_monotonic_increasing:
-        raise DataError("returns dates are not sorted. Sort them with returns.sort_index().")
+    check_labels(returns, "returns")  # and sorted: the split at train_end is in time
     if model is not None and not hasattr(model, "reconstruct"):
         raise TypeError(f"{type(model).__name__} has no reconstruct method; explained_variance needs one.")
     if n_components is None:

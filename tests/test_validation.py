@@ -281,6 +281,13 @@ def test_text_dates_out_of_order_as_text_are_told_to_be_parsed_not_sorted():
     prices = 100.0 * np.exp(returns.cumsum()).set_axis(as_text.index)
     with pytest.raises(DataError, match=r"dates are text, compared as text.*pd.to_datetime"):
         prices_to_returns(prices)
+    from finvae.backtest import anomaly_overlay, walk_forward
+    from finvae.factors import explained_variance
+
+    for call in (lambda: walk_forward(FinVAE(window=5), as_text), lambda: explained_variance(None, as_text),
+                 lambda: anomaly_overlay(as_text, pd.Series(False, index=as_text.index))):
+        with pytest.raises(DataError, match=r"dates are text, compared as text.*pd.to_datetime"):
+            call()  # the same advice everywhere: sort_index() would scramble the history
 
 
 def test_an_asset_without_data_in_the_scored_slice_is_missing_there_not_an_error(fitted):
