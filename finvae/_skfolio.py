@@ -6,9 +6,12 @@ imported only when ``finvae.FinVAECovariance`` is first used.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
 try:
@@ -73,6 +76,17 @@ class FinVAECovariance(BaseCovariance):
     >>> portfolio.fit(returns.loc["2010":"2019"])     # doctest: +SKIP
     """
 
+    # scikit-learn's declaration, checked at fit: "no" for a flag would otherwise read as True.
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit"]), None],  # a FinVAE, or FrozenEstimator(model)
+        "horizon": [Interval(Integral, 1, None, closed="left")],
+        "refit": ["boolean"],
+        "assume_centered": ["boolean"],
+        "nearest": ["boolean"],
+        "higham": ["boolean"],
+        "higham_max_iteration": [Interval(Integral, 1, None, closed="left")],
+    }
+
     def __init__(
         self,
         estimator: FinVAE | None = None,
@@ -94,11 +108,16 @@ class FinVAECovariance(BaseCovariance):
         self.refit = refit
 
     def fit(self, X, y=None, **fit_params) -> FinVAECovariance:
-        """Fit the model (unless ``refit=False``) and set the forecast covariance at ``X``'s last date."""
+        """Fit the model (unless ``refit=False``) and set the forecast covariance at ``X``'s last date.
+
+        ``fit_params`` is skfolio's signature for metadata routing; FinVAE takes none, so any given
+        (e.g. ``sample_weight``) is an error rather than silently ignored.
+        """
+        self._validate_params()
+        if fit_params:
+            raise TypeError(f"FinVAECovariance.fit takes no fit parameters (FinVAE weighs every date alike); got "
+                            f"{sorted(fit_params)}.")
         horizon = risk._check_horizon(self.horizon)
-        for name in ("refit", "assume_centered", "nearest", "higham"):  # "no" would read as True
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise ValueError(f"{name} must be True or False; got {getattr(self, name)!r}.")
         if self.refit:
             base = self.estimator if self.estimator is not None else FinVAE(verbose=0)
             self.estimator_ = clone(base).fit(X)

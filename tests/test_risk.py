@@ -235,8 +235,12 @@ def test_skfolio_estimator_can_use_a_fitted_model_without_refitting(model, retur
         clone(FinVAECovariance(estimator=model, refit=False)).fit(returns)
     frozen = clone(FinVAECovariance(estimator=FrozenEstimator(model), refit=False)).fit(returns)
     np.testing.assert_allclose(frozen.covariance_, estimator.covariance_)
-    with pytest.raises(ValueError, match="refit must be True or False; got 'no'"):
+    with pytest.raises(ValueError, match="'refit' parameter of FinVAECovariance must be an instance of 'bool'"):
         FinVAECovariance(estimator=model, refit="no").fit(returns)  # would refit and drop the model given
+    with pytest.raises(TypeError, match=r"takes no fit parameters.*\['sample_weight'\]"):
+        FinVAECovariance(estimator=model, refit=False).fit(returns, sample_weight=np.ones(len(returns)))
+    with pytest.raises(ValueError, match="'horizon' parameter of FinVAECovariance must be an int in the range"):
+        FinVAECovariance(estimator=model, refit=False, horizon=0).fit(returns)
 
 
 def test_finvae_imports_without_skfolio():
