@@ -107,9 +107,12 @@ def plot_scores(
         Flagged dates. Default: ``scores > threshold``.
     prices_or_index : Series or DataFrame, optional
         What to draw above the score, with the flagged dates marked on it: an
-        index level (Series), or prices (DataFrame, turned into the
-        daily-rebalanced equal-weight index of the assets). Only the dates of
-        ``scores`` are shown. Without it, the figure has the score panel only.
+        index level (Series, labelled with its name), or prices (DataFrame,
+        turned into the daily-rebalanced equal-weight index of the assets; a
+        move across a missing price counts on the next price). Only the dates
+        of ``scores`` are shown; a flag on a date that the level lacks (another
+        calendar) is marked at the level's last value before it. Without it,
+        the figure has the score panel only.
     title : str
         Title of the figure.
     score_label : str, default="anomaly score"
@@ -149,11 +152,17 @@ def plot_scores(
             prices = prices_or_index.loc[scores.index[0]: scores.index[-1]]
             if prices.empty:
                 raise DataError("prices_or_index has no values on the dates of scores; pass the same period.")
-            level = _growth(prices.pct_change(fill_method=None).iloc[1:])  # steady prices give steady returns
+            # Each asset's move from its last price: a move across a missing quote lands on the next quote,
+            # as prices_to_returns puts it, instead of being lost.
+            simple = prices / prices.ffill().shift(1) - 1.0
+            level = _growth(simple.iloc[1:])  # steady prices give steady returns
             level = pd.concat([pd.Series([1.0], index=prices.index[:1]), level])
+            level[prices.isna().all(axis=1).to_numpy()] = np.nan  # no price at all that day: a gap, not a flat line
+            level_label = "equal-weight index"
         else:
             level = _series(prices_or_index, "prices_or_index").loc[scores.index[0]: scores.index[-1]]
             level = level / level.dropna().iloc[0]
+            level_label = str(level.name) if level.name is not None else "index"
         if level.dropna().empty:
             raise DataError("prices_or_index has no values on the dates of scores; pass the same period.")
 
@@ -163,9 +172,9 @@ def plot_scores(
     else:
         fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=figsize, layout="constrained",
                                           gridspec_kw={"height_ratios": [1, 1]})
-        top.plot(level.index, level.to_numpy(), color="tab:gray", lw=1.0, label="equal-weight index",
+        top.plot(level.index, level.to_numpy(), color="tab:gray", lw=1.0, label=level_label,
                  **_line_markers(level))
-        marks = level.reindex(flagged)
+        marks = level.dropna().reindex(flagged, method="ffill")  # a level on another calendar: its last value
         top.scatter(marks.index, marks.to_numpy(), color="tab:red", s=14, zorder=3,
                     label=f"flagged date ({len(flagged)})")
         if level.max() / level.min() >= 3:  # decades of growth: a log scale, so that a 20 % fall looks alike in each
@@ -178,7 +187,7 @@ def plot_scores(
         else:  # within a factor of 3 a log axis would show one tick or none
             top.set_ylabel("growth of 1")
         top.set_title(title)
-        top.legend(loc="upper left")
+        top.legend(loc="best")  # where it hides the fewest points: flags near the start stay visible
         top.grid(alpha=0.3)
 
     bottom.plot(scores.index, scores.to_numpy(), color="tab:blue", lw=0.5, label=score_label, **_line_markers(scores))
@@ -189,7 +198,7 @@ def plot_scores(
         bottom.axhline(float(threshold), color="black", lw=1.0, ls="--", label=f"threshold ({threshold:.2f})")
     bottom.scatter(flagged, scores.reindex(flagged).to_numpy(), color="tab:red", s=14, zorder=3,
                    label="flagged (score > threshold)")
-    bottom.set_ylabel("anomaly score (nats of surprise)")
+    bottom.set_ylabel(f"{score_label} (nats of surprise)")
     # One row of legend above the highest score, so that it hides no flagged date.
     drawn = pd.concat([scores, threshold if isinstance(threshold, pd.Series) else pd.Series([float(threshold)])])
     if drawn.notna().any():
@@ -263,16 +272,17 @@ def plot_asset_contributions(
     *,
     n_assets: int = 8,
     title: str | None = None,
-    figsize: tuple[float, float] = (11.0, 6.0),
+    figsize: tuple[float, float] | None = None,
 ):
     """Per-asset contributions on the ``top`` most anomalous days, as stacked bars.
 
     One horizontal bar per day, from the most anomalous down, labelled with its
     date and score. Each bar splits the day's squared residual into the
-    assets' shares (``FinVAE.score_assets``, rows summing to 1); the
-    ``n_assets`` assets with the largest shares over these days get their own
-    colour and the rest are pooled as "other". A bar dominated by one asset is
-    a single-stock event; an even split, a market-wide one.
+    assets' shares (``FinVAE.score_assets``, rows summing to 1); each day's
+    largest asset and, up to ``n_assets``, those with the largest shares over
+    these days get their own colour, and the rest are pooled as "other". A bar
+    dominated by one asset is a single-stock event; an even split, a
+    market-wide one.
 
     Parameters
     ----------
@@ -283,11 +293,11 @@ def plot_asset_contributions(
     top : int, default=10
         How many days to show.
     n_assets : int, default=8
-        Assets drawn in their own colour.
+        Assets drawn in their own colour besides each day's largest (20 at most in all).
     title : str, optional
         Default: "Per-asset contributions on the {top} most anomalous days".
-    figsize : (float, float), default=(11, 6)
-        Figure size in inches.
+    figsize : (float, float), optional
+        Figure size in inches. Default: 11 wide, 6 tall, taller beyond 16 days.
 
     Returns
     -------
@@ -307,16 +317,25 @@ def plot_asset_contributions(
         raise DataError("scores and shares have no dates with values in common; pass the same dates.")
     days = scores.loc[usable].sort_values(ascending=False).index[: int(top)]
     table = shares.loc[days].fillna(0.0)
-    leaders = table.sum().sort_values(ascending=False).index[: int(n_assets)]
+    # Each day's largest asset is named, so that a pooled "other" never hides a day's leader.
+    daily = list(dict.fromkeys(table.idxmax(axis=1)))
+    by_total = [a for a in table.sum().sort_values(ascending=False).index if a not in set(daily)]
+    leaders = pd.Index((daily + by_total[: max(int(n_assets) - len(daily), 0)])[:20])
+    leaders = table.columns[table.columns.isin(leaders)][np.argsort(-table[leaders].sum().to_numpy(), kind="stable")]
     parts = table[leaders]
     pooled = "other" if "other" not in set(map(str, table.columns)) else "(other assets)"  # an asset called other
     if len(leaders) < table.shape[1]:
         parts = parts.assign(**{pooled: table.drop(columns=leaders).sum(axis=1)})
 
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    palette = plt.get_cmap("tab10" if len(leaders) <= 10 else "tab20").colors
+    labels = [f"{d:%Y-%m-%d}  score {scores[d]:.1f}" if isinstance(d, pd.Timestamp) else f"{d}  score {scores[d]:.1f}"
+              for d in days]
+    fig, ax = plt.subplots(figsize=figsize or (11.0, max(6.0, 1.2 + 0.3 * len(days))), layout="constrained")
+    if len(leaders) <= 10:
+        palette = list(plt.get_cmap("tab10").colors)
+    else:  # tab20 without its greys (one is the grey of "other"), and two of tab20b
+        palette = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
+        palette += list(plt.get_cmap("tab20b").colors[:2])
     colors = list(palette[: len(leaders)]) + ["lightgray"] * (parts.shape[1] - len(leaders))
-    labels = [f"{d:%Y-%m-%d}  score {scores[d]:.1f}" for d in days]
     rows = np.arange(len(days))[::-1]  # the most anomalous day on top
     left = np.zeros(len(days))
     for color, name in zip(colors, parts.columns, strict=True):

@@ -192,7 +192,9 @@ def test_steady_prices_plot_and_an_asset_called_other_keeps_its_share(scores, da
     shares = pd.DataFrame(raw / raw.sum(axis=1, keepdims=True), index=dates, columns=["other", "B", "C", "D"])
     (ax,) = plot_asset_contributions(shares, scores, top=5, n_assets=2).axes
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend[-1] == "(other assets)" and len(legend) == 3
+    days = scores.dropna().sort_values(ascending=False).index[:5]
+    named = set(shares.loc[days].idxmax(axis=1)) | set(shares.loc[days].sum().nlargest(2).index)
+    assert legend[-1] == "(other assets)" and set(legend[:-1]) <= named and len(legend) - 1 >= 2
 
 
 def test_equal_weight_index_refuses_penny_prices(dates):
@@ -218,3 +220,39 @@ def test_a_single_date_is_drawn_as_a_point_in_a_week_around_it(scores, dates):
             assert (high - low).days == 6
     many = plot_scores(scores, 4.0).axes[0].get_lines()[0]
     assert many.get_marker() == "None"  # a line of many dates stays a plain line
+
+
+def test_asset_contributions_name_each_day_s_leader_and_grow_with_the_days(dates):
+    rng = np.random.default_rng(3)
+    shares = pd.DataFrame(rng.dirichlet(np.ones(30) * 0.3, len(dates)), index=dates,
+                          columns=[f"A{i}" for i in range(30)])
+    scores = pd.Series(rng.gamma(2.0, 1.0, len(dates)), index=dates)
+    fig = plot_asset_contributions(shares, scores, top=12, n_assets=3)
+    legend = {t.get_text() for t in fig.axes[0].get_legend().get_texts()}
+    days = scores.sort_values(ascending=False).index[:12]
+    assert set(shares.loc[days].idxmax(axis=1)) <= legend  # no day's largest asset hidden in "other"
+    bars = [p.get_facecolor() for p in fig.axes[0].patches]
+    grey = matplotlib.colors.to_rgba("lightgray")
+    assert sum(c == grey for c in bars) == 12  # one pooled segment a day, and no asset coloured like it
+    assert plot_asset_contributions(shares, scores, top=60).get_size_inches()[1] > 15  # 60 readable rows
+    numbered = scores.reset_index(drop=True)
+    by_number = plot_asset_contributions(shares.reset_index(drop=True), numbered, top=3)
+    texts = [t.get_text() for t in by_number.axes[0].get_yticklabels()]
+    assert f"{numbered.idxmax()}  score {numbered.max():.1f}" in texts  # a non-date index: its labels as they are
+
+
+def test_a_level_with_a_missing_price_keeps_the_move_and_marks_every_flag(dates):
+    prices = pd.DataFrame({"A": 100.0 * np.ones(len(dates)), "B": 50.0 * np.ones(len(dates))}, index=dates)
+    prices.iloc[100:, 0] = 50.0  # A halves on day 100 ...
+    prices.iloc[100, 0] = np.nan  # ... a day with no quote: the fall lands on day 101
+    scores = pd.Series(1.0, index=dates)
+    fig = plot_scores(scores, 4.0, pd.Series(scores.index == dates[150], index=dates), prices)
+    line = fig.axes[0].get_lines()[0]
+    assert np.nanmin(line.get_ydata()) == pytest.approx(0.75)  # (-50 % + 0 %) / 2, not lost across the gap
+    assert line.get_label() == "equal-weight index"
+    weekly = pd.Series(np.linspace(100, 110, len(dates))[::5], index=dates[::5], name="S&P 500")
+    flags = pd.Series(False, index=dates)
+    flags.iloc[[51, 52, 53]] = True  # not on the weekly calendar
+    top = plot_scores(scores, 4.0, flags, weekly).axes[0]
+    assert top.get_lines()[0].get_label() == "S&P 500"
+    assert len(top.collections[0].get_offsets()) == 3  # each flag marked at the level's last value before it
