@@ -14,6 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ from tqdm.auto import tqdm
 
 from finvae._exceptions import DataError
 from finvae._validation import as_date_of, check_labels, check_not_levels
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["OverlayResult", "anomaly_overlay", "walk_forward"]
 
@@ -432,7 +436,7 @@ class OverlayResult:
         table.attrs.update(cost_bps=self.cost_bps, start=self.returns.index[0], end=self.returns.index[-1])
         return table
 
-    def plot(self, *, figsize: tuple[float, float] = (11.0, 7.0), log_scale: bool = True):
+    def plot(self, *, figsize: tuple[float, float] = (11.0, 7.0), log_scale: bool = True) -> Figure:
         """Equity curves with the de-risked periods shaded, and drawdowns below.
 
         Parameters

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from numbers import Integral
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,17 @@ from threadpoolctl import threadpool_limits
 
 from finvae._exceptions import DataError
 from finvae._validation import as_date_of, check_returns
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
+    from sklearn.base import ClassifierMixin
+
+    from finvae.estimator import FinVAE
+    from finvae.simulation import Dynamics
 
 __all__ = [
     "ConceptVector",
@@ -137,8 +148,8 @@ class ConceptVector:
 
 
 def latent_concept(
-    codes,
-    mask,
+    codes: pd.DataFrame | ArrayLike,
+    mask: pd.Series | ArrayLike,
     *,
     n_boot: int = 200,
     block: int = 1,
@@ -236,9 +247,9 @@ def latent_concept(
 
 
 def concept_vector(
-    model,
+    model: FinVAE,
     returns: pd.DataFrame,
-    mask,
+    mask: pd.Series | ArrayLike,
     *,
     n_boot: int = 200,
     random_state: int | np.random.Generator | None = None,
@@ -271,6 +282,14 @@ def concept_vector(
     -------
     ConceptVector
         Print it for the vector, its intervals and the verdict against noise.
+
+    Examples
+    --------
+    >>> from finvae.concepts import concept_vector
+    >>> in_crisis = (returns.index >= "2008-09") & (returns.index < "2009-04")   # doctest: +SKIP
+    >>> crisis = concept_vector(model, returns, in_crisis)       # doctest: +SKIP
+    >>> crisis.vector.shape                                      # doctest: +SKIP
+    (3,)
     """
     _check_frame(returns)
     m = _date_mask(mask, returns.index)
@@ -280,7 +299,7 @@ def concept_vector(
                           random_state=random_state)
 
 
-def shift_codes(codes, vector, strengths) -> np.ndarray:
+def shift_codes(codes: ArrayLike, vector: ConceptVector | ArrayLike, strengths: ArrayLike) -> np.ndarray:
     """Codes moved along a vector: ``codes + s * vector`` for each strength ``s``.
 
     Parameters
@@ -292,6 +311,16 @@ def shift_codes(codes, vector, strengths) -> np.ndarray:
     Returns
     -------
     moved : ndarray of shape (len(strengths), ..., latent_dim)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.concepts import shift_codes
+    >>> moved = shift_codes(np.zeros((5, 3)), np.array([1.0, 0.0, -1.0]), strengths=[0, 0.5, 1])
+    >>> moved.shape
+    (3, 5, 3)
+    >>> moved[2, 0].tolist()
+    [1.0, 0.0, -1.0]
     """
     z = np.asarray(codes, dtype=np.float64)
     v = np.asarray(vector, dtype=np.float64)
@@ -361,7 +390,7 @@ class StressScenarios:
         out["portfolio"] = (growth * self.weights).sum(axis=1) / self.weights.sum() - 1
         return out
 
-    def plot(self, *, axes=None):
+    def plot(self, *, axes: Axes | Sequence[Axes] | np.ndarray | None = None) -> Figure:
         """Scenarios side by side: cumulative return of each asset (grey) and of the portfolio (black).
 
         The finance analogue of the course's smile-vector figure: one panel per
@@ -411,21 +440,21 @@ class StressScenarios:
 
 
 def stress_scenarios(
-    model,
+    model: FinVAE,
     returns: pd.DataFrame,
-    vector,
-    strengths=(0, 1, 2, 3),
+    vector: ConceptVector | ArrayLike,
+    strengths: ArrayLike = (0, 1, 2, 3),
     *,
-    at=None,
-    weights=None,
+    at: pd.Timestamp | str | None = None,
+    weights: pd.Series | ArrayLike | None = None,
     units: Literal["at", "daily"] = "at",
-    volatility=None,
+    volatility: pd.Series | ArrayLike | None = None,
     kind: Literal["log", "simple"] = "log",
     n_paths: int | None = None,
     horizon: int | None = None,
-    random_state=None,
-    dynamics=None,
-    quantiles=(0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99),
+    random_state: int | np.random.Generator | None = None,
+    dynamics: Dynamics | None = None,
+    quantiles: ArrayLike = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99),
 ) -> StressScenarios:
     r"""The window ending on ``at``, moved along a latent vector and decoded into returns.
 
@@ -507,6 +536,17 @@ def stress_scenarios(
     StressScenarios
         ``.windows`` (tidy), ``.pnl``, ``.cumulative()``, ``.plot()``; and for
         simulated scenarios ``.quantiles`` and ``.paths``.
+
+    Examples
+    --------
+    With ``crisis`` from :func:`concept_vector` (module docstring), 1,000 paths of 20 days after
+    2019-12-31 per strength:
+
+    >>> scenarios = stress_scenarios(model, returns, crisis, at="2019-12-31", n_paths=1000,
+    ...                              horizon=20, random_state=0)     # doctest: +SKIP
+    >>> scenarios.quantiles.shape               # 4 strengths x 7 quantile levels  # doctest: +SKIP
+    (4, 7)
+    >>> fig = scenarios.plot()                                       # doctest: +SKIP
     """
     _check_frame(returns)
     if units not in ("at", "daily"):
@@ -609,7 +649,7 @@ def _simulated_scenarios(model, history, vector, strengths, weights, kind, n_pat
 # --------------------------------------------------------------------------- stylized facts
 
 
-def return_windows(returns, window: int, *, stride: int | None = None) -> np.ndarray:
+def return_windows(returns: pd.DataFrame | ArrayLike, window: int, *, stride: int | None = None) -> np.ndarray:
     """Windows of consecutive days of a returns table, as an array like :meth:`FinVAE.sample`'s.
 
     Parameters
@@ -625,6 +665,17 @@ def return_windows(returns, window: int, *, stride: int | None = None) -> np.nda
     -------
     windows : ndarray of shape (n_windows, window, n_assets)
         Windows holding a NaN are dropped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from finvae.concepts import return_windows
+    >>> returns = pd.DataFrame(np.random.default_rng(0).normal(0, 0.01, size=(100, 4)))
+    >>> return_windows(returns, 20).shape
+    (5, 20, 4)
+    >>> return_windows(returns, 20, stride=5).shape
+    (17, 20, 4)
     """
     for name, value in (("window", window), ("stride", stride)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 1):
@@ -637,12 +688,12 @@ def return_windows(returns, window: int, *, stride: int | None = None) -> np.nda
 
 
 def stylized_facts(
-    real,
-    synthetic,
+    real: pd.DataFrame | ArrayLike,
+    synthetic: pd.DataFrame | ArrayLike,
     *,
-    lags=None,
-    quantiles=(0.01, 0.05, 0.95, 0.99),
-    classifier=None,
+    lags: Iterable[int] | None = None,
+    quantiles: Iterable[float] = (0.01, 0.05, 0.95, 0.99),
+    classifier: ClassifierMixin | None = None,
     cv: int = 5,
     random_state: int | None = 0,
 ) -> pd.DataFrame:
@@ -693,6 +744,20 @@ def stylized_facts(
         itself) and ``synthetic`` the measured one. ``facts.attrs`` holds the
         classifier's fold accuracies, the windows compared, and the half-width
         of the accuracy's 95 % chance band, ``2 * sqrt(0.25 / n)``.
+
+    Examples
+    --------
+    Fat-tailed "real" windows against Gaussian "synthetic" ones (``cv=0`` skips the classifier):
+
+    >>> import numpy as np
+    >>> from finvae.concepts import stylized_facts
+    >>> rng = np.random.default_rng(0)
+    >>> real = 0.01 * rng.standard_t(3, size=(200, 20, 5))
+    >>> synthetic = rng.normal(0.0, 0.01, size=(200, 20, 5))
+    >>> facts = stylized_facts(real, synthetic, cv=0)
+    >>> kurtosis = facts.set_index("fact").loc["excess kurtosis"]
+    >>> bool(kurtosis["real"] > 10 > kurtosis["synthetic"])
+    True
     """
     real, synthetic = _as_windows(real, synthetic)
     window = real.shape[1]

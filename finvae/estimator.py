@@ -9,6 +9,7 @@ import sys
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,11 @@ from finvae.scoring import (
 from finvae.simulation import dynamics_arrays, dynamics_from_arrays, training_dynamics
 from finvae.training import TrainingConfig, resolve_device, seeded, torch_threads, train_vae
 from finvae.windows import WindowBatches, ewma_scale
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from finvae.simulation import Dynamics
 
 __all__ = ["FinVAE", "elbo_scorer"]
 
@@ -325,7 +331,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ fit
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None) -> FinVAE:
+    def fit(self, X: pd.DataFrame | np.ndarray, y: object = None) -> FinVAE:
         """Learn the scaling, the VAE and the score threshold from training returns.
 
         Parameters
@@ -621,7 +627,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------ public API
 
-    def score(self, X, y=None):
+    def score(self, X: pd.DataFrame | np.ndarray, y: object = None) -> pd.Series | np.ndarray:
         """Anomaly score of each date: higher means more anomalous.
 
         The window ending on each date is encoded and its last day decoded.
@@ -687,7 +693,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             return parts.max(axis=1, skipna=False).rename("score")
         return parts.max(axis=1)
 
-    def score_parts(self, X):
+    def score_parts(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
         """The three parts behind :meth:`score`, in nats, one column each (see there).
 
         Returns
@@ -699,7 +705,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         rows = np.column_stack([surprises[name] for name in SCORE_PARTS]).reshape(len(ends), len(SCORE_PARTS))
         return self._place(rows, ends, len(scaled), index, list(SCORE_PARTS))
 
-    def predict(self, X):
+    def predict(self, X: pd.DataFrame | np.ndarray) -> pd.Series | np.ndarray:
         """Flag of each date: ``score > threshold_`` (False where the score is NaN).
 
         Returns
@@ -712,7 +718,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             return pd.Series(flags, index=scores.index, name="flag")
         return flags
 
-    def transform(self, X):
+    def transform(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
         """Latent means (risk factors) of the window ending on each date.
 
         Returns
@@ -724,7 +730,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         mu, _, _ = self._encode_decode(scaled, ends)
         return self._place(mu.numpy().astype(np.float64), ends, len(scaled), index, self.get_feature_names_out())
 
-    def reconstruct(self, X):
+    def reconstruct(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
         """The decoder's mean of each date's returns, in return units.
 
         The decoded scaled returns of the last day of each window, times that
@@ -740,7 +746,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         rows = decoded.numpy().astype(np.float64) * scale + self.mean_
         return self._place(rows, ends, len(scaled), index, columns)
 
-    def score_assets(self, X):
+    def score_assets(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
         """Each asset's share of its date's squared residual (rows sum to 1).
 
         Shows which assets a date's reconstruction missed: one asset near 1 is
@@ -757,7 +763,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         shares = squared / np.maximum(squared.sum(axis=1, keepdims=True), 1e-300)
         return self._place(shares, ends, len(scaled), index, columns)
 
-    def encode(self, X):
+    def encode(self, X: pd.DataFrame | np.ndarray) -> tuple[pd.DataFrame | np.ndarray, pd.DataFrame | np.ndarray]:
         """Posterior means and variances of each date's latent code.
 
         Row ``t`` is the code of the window ending on date ``t`` (its last
@@ -777,7 +783,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             self._place(log_var.exp().numpy().astype(np.float64), ends, len(scaled), index, columns),
         )
 
-    def decode(self, z, *, volatility=None):
+    def decode(self, z: pd.DataFrame | ArrayLike, *, volatility: ArrayLike | None = None) -> pd.DataFrame | np.ndarray:
         """The decoder's mean returns for latent codes ``z``, in return units.
 
         Parameters
@@ -807,8 +813,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
             return pd.DataFrame(returns, index=z.index, columns=self._asset_names())
         return returns
 
-    def sample(self, n: int, random_state=None, *, returns=None, dynamics=None, volatility=None,
-               noise: bool = True) -> np.ndarray:
+    def sample(self, n: int, random_state: int | np.random.RandomState | np.random.Generator | None = None, *,
+               returns: pd.DataFrame | np.ndarray | None = None, dynamics: Dynamics | bool | None = None,
+               volatility: ArrayLike | None = None, noise: bool = True) -> np.ndarray:
         """Synthetic return windows drawn from the model.
 
         By default, windows come from the generative model *with volatility
@@ -879,8 +886,9 @@ class FinVAE(TransformerMixin, BaseEstimator):
         scale = self.scale_ if volatility is None else np.asarray(volatility, dtype=np.float64)
         return self.mean_ + scale * decoded.numpy().astype(np.float64)
 
-    def simulate(self, returns, horizon: int = 20, n_paths: int = 1000, random_state=None, *,
-                 dynamics=None, shift=None) -> np.ndarray:
+    def simulate(self, returns: pd.DataFrame | np.ndarray, horizon: int = 20, n_paths: int = 1000,
+                 random_state: int | np.random.RandomState | np.random.Generator | None = None, *,
+                 dynamics: Dynamics | None = None, shift: ArrayLike | None = None) -> np.ndarray:
         """Paths of returns for the days after the last date of ``returns``, conditional on its state.
 
         Every path starts from that date's code and trailing volatilities and
@@ -929,7 +937,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             )
         return self.dynamics_
 
-    def volatility(self, X):
+    def volatility(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame | np.ndarray:
         """Each asset's trailing volatility known at the previous close: the scale of the model's inputs.
 
         Returns
@@ -942,7 +950,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         scale = self._trailing_scale(values).astype(np.float64)
         return scale if index is None else pd.DataFrame(scale, index=index, columns=columns)
 
-    def covariance(self, X, *, horizon: int = 1):
+    def covariance(self, X: pd.DataFrame | np.ndarray, *, horizon: int = 1) -> pd.DataFrame | np.ndarray:
         """Forecast covariance of the next ``horizon`` days' returns at the close of ``X``'s last date.
 
         FinVAE as a dynamic factor risk model (:mod:`finvae.risk`): the last
@@ -958,7 +966,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
         return risk.covariance(self, X, horizon=horizon)
 
-    def value_at_risk(self, X, alpha: float = 0.01, weights=None, horizon: int = 1):
+    def value_at_risk(self, X: pd.DataFrame | np.ndarray, alpha: float = 0.01,
+                      weights: pd.Series | ArrayLike | None = None, horizon: int = 1) -> pd.Series | np.ndarray:
         """Value-at-risk of a portfolio (default equal weights) at each date's close: :func:`finvae.risk.value_at_risk`.
 
         Returns
@@ -969,7 +978,8 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
         return risk.value_at_risk(self, X, alpha=alpha, weights=weights, horizon=horizon)
 
-    def expected_shortfall(self, X, alpha: float = 0.01, weights=None, horizon: int = 1):
+    def expected_shortfall(self, X: pd.DataFrame | np.ndarray, alpha: float = 0.01,
+                           weights: pd.Series | ArrayLike | None = None, horizon: int = 1) -> pd.Series | np.ndarray:
         """Expected shortfall of a portfolio at each date's close: :func:`finvae.risk.expected_shortfall`.
 
         Returns
@@ -980,7 +990,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
         return risk.expected_shortfall(self, X, alpha=alpha, weights=weights, horizon=horizon)
 
-    def elbo(self, X, y=None) -> float:
+    def elbo(self, X: pd.DataFrame | np.ndarray, y: object = None) -> float:
         """Mean ELBO per scored date, in nats (higher is better): a scalar for model selection.
 
         The ELBO of each date's last day given its window, in scaled-return
@@ -1002,7 +1012,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
             recon = self.model_.reconstruction_nll(decoded, x, torch.from_numpy(observed[ends]))
             return float(-(recon + gaussian_kl(mu, log_var)).mean())
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
         """Names of the factors: ``factor_0 .. factor_{latent_dim - 1}``."""
         return np.array([f"factor_{i}" for i in range(self.latent_dim)], dtype=object)
 
@@ -1160,8 +1170,16 @@ def _asset_labels(columns: pd.Index) -> np.ndarray:
     return labels
 
 
-def elbo_scorer(estimator: FinVAE, X, y=None) -> float:
-    """Scorer for ``GridSearchCV(FinVAE(), ..., scoring=elbo_scorer)``: the mean ELBO (higher is better)."""
+def elbo_scorer(estimator: FinVAE, X: pd.DataFrame | np.ndarray, y: object = None) -> float:
+    """Scorer for ``GridSearchCV(FinVAE(), ..., scoring=elbo_scorer)``: the mean ELBO (higher is better).
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
+    >>> from finvae import FinVAE, elbo_scorer
+    >>> search = GridSearchCV(FinVAE(verbose=0), {"latent_dim": [2, 3]}, scoring=elbo_scorer, cv=TimeSeriesSplit(3))
+    >>> search.fit(returns.loc[:"2012"]).best_params_          # doctest: +SKIP
+    """
     return estimator.elbo(X)
 
 

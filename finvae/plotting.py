@@ -17,6 +17,7 @@ first (``matplotlib.use("Agg")``), as ``finvae run`` does.
 from __future__ import annotations
 
 from numbers import Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ import pandas as pd
 from finvae._exceptions import DataError
 from finvae._validation import _levels_message
 from finvae.datasets._market import looks_like_prices
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["equal_weight_index", "plot_asset_contributions", "plot_factors", "plot_scores", "plot_var_backtest"]
 
@@ -67,6 +71,14 @@ def equal_weight_index(returns: pd.DataFrame, *, kind: str = "log") -> pd.Series
     Returns
     -------
     Series named ``"equal-weight index"``, indexed like ``returns``, starting near 1.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from finvae.plotting import equal_weight_index
+    >>> returns = pd.DataFrame({"A": [0.10, -0.10], "B": [0.00, None]}, index=pd.bdate_range("2024-01-01", periods=2))
+    >>> equal_weight_index(returns, kind="simple").round(4).tolist()    # +5 %, then -10 % (B sits out)
+    [1.05, 0.945]
     """
     if kind not in ("log", "simple"):
         raise ValueError(f"kind must be 'log' or 'simple'; got {kind!r}.")
@@ -92,7 +104,7 @@ def plot_scores(
     title: str = "FinVAE anomaly score, threshold and flagged dates",
     score_label: str = "anomaly score",
     figsize: tuple[float, float] = (11.0, 6.5),
-):
+) -> Figure:
     """The anomaly score over time with its threshold, and the flagged dates marked.
 
     Parameters
@@ -123,6 +135,17 @@ def plot_scores(
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from finvae.plotting import plot_scores
+    >>> dates = pd.bdate_range("2024-01-01", periods=60)
+    >>> scores = pd.Series(np.random.default_rng(0).exponential(size=60), index=dates)   # e.g. model.score(returns)
+    >>> fig = plot_scores(scores, threshold=3.0)      # e.g. model.threshold_
+    >>> len(fig.axes)                                 # the score panel only (no prices_or_index)
+    1
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogLocator, NullFormatter
@@ -218,7 +241,7 @@ def plot_factors(
     smooth: int = 21,
     title: str = "FinVAE latent factors over time (posterior means)",
     figsize: tuple[float, float] | None = None,
-):
+) -> Figure:
     """Each latent factor over time, one panel each, with a rolling mean.
 
     Parameters
@@ -235,6 +258,16 @@ def plot_factors(
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from finvae.plotting import plot_factors
+    >>> factors = pd.DataFrame(np.random.default_rng(0).normal(size=(100, 3)), columns=["f0", "f1", "f2"],
+    ...                        index=pd.bdate_range("2024-01-01", periods=100))   # e.g. model.transform(returns)
+    >>> len(plot_factors(factors).axes)               # one panel per factor
+    3
     """
     import matplotlib.pyplot as plt
 
@@ -273,7 +306,7 @@ def plot_asset_contributions(
     n_assets: int = 8,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
-):
+) -> Figure:
     """Per-asset contributions on the ``top`` most anomalous days, as stacked bars.
 
     One horizontal bar per day, from the most anomalous down, labelled with its
@@ -302,6 +335,20 @@ def plot_asset_contributions(
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from finvae.plotting import plot_asset_contributions
+    >>> rng = np.random.default_rng(0)
+    >>> dates = pd.bdate_range("2024-01-01", periods=50)
+    >>> squared = pd.DataFrame(rng.exponential(size=(50, 4)), index=dates, columns=list("ABCD"))
+    >>> shares = squared.div(squared.sum(axis=1), axis=0)          # e.g. model.score_assets(returns)
+    >>> scores = pd.Series(rng.exponential(size=50), index=dates)  # e.g. model.score(returns)
+    >>> fig = plot_asset_contributions(shares, scores, top=5)
+    >>> type(fig).__name__
+    'Figure'
     """
     import matplotlib.pyplot as plt
 
@@ -360,7 +407,7 @@ def plot_var_backtest(
     *,
     title: str = "Value-at-risk forecast and its exceptions",
     figsize: tuple[float, float] = (11.0, 4.5),
-):
+) -> Figure:
     """A portfolio's daily returns, minus its VaR forecast, and the exceptions marked.
 
     Parameters
@@ -384,6 +431,18 @@ def plot_var_backtest(
     matplotlib.figure.Figure
         Returns as grey bars, ``-VaR`` as a line, and the days that lost more
         than the VaR as red dots; the legend gives their count and share.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from finvae.plotting import plot_var_backtest
+    >>> dates = pd.bdate_range("2024-01-01", periods=250)
+    >>> pnl = pd.Series(np.random.default_rng(0).normal(0.0, 0.01, size=250), index=dates)
+    >>> var = pd.Series(0.0233, index=dates)          # a constant 99 % VaR of a 1 % daily volatility
+    >>> fig = plot_var_backtest(pnl, var)
+    >>> fig.axes[0].get_title()
+    'Value-at-risk forecast and its exceptions'
     """
     import matplotlib.pyplot as plt
 

@@ -76,6 +76,7 @@ only; tests change the future and check the past.
 from __future__ import annotations
 
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -85,6 +86,11 @@ from sklearn.utils.validation import check_is_fitted
 from finvae._exceptions import DataError
 from finvae._validation import check_returns
 from finvae.windows import trailing_ewma
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from finvae.estimator import FinVAE
 
 __all__ = ["LOOKBACK", "MIN_DAYS", "MIN_OUTCOMES", "covariance", "covariance_forecasts",
            "expected_shortfall", "portfolio_returns", "tail_risk", "value_at_risk"]
@@ -314,7 +320,8 @@ def _forecast_arrays(model, X, positions: np.ndarray, horizon: int) -> tuple[np.
 # ---------------------------------------------------------------- public functions
 
 
-def covariance_forecasts(model, X, *, horizon: int = 1, dates=None) -> pd.DataFrame | np.ndarray:
+def covariance_forecasts(model: FinVAE, X: pd.DataFrame | np.ndarray, *, horizon: int = 1,
+                         dates: ArrayLike | None = None) -> pd.DataFrame | np.ndarray:
     """Forecast covariance of the next ``horizon`` days' returns at the close of each date of ``X``.
 
     The method is in this module's docstring: the last year's volatility-scaled
@@ -365,11 +372,18 @@ def covariance_forecasts(model, X, *, horizon: int = 1, dates=None) -> pd.DataFr
     return pd.DataFrame(arrays.reshape(-1, parts.n_assets), index=rows, columns=assets)
 
 
-def covariance(model, X, *, horizon: int = 1) -> pd.DataFrame | np.ndarray:
+def covariance(model: FinVAE, X: pd.DataFrame | np.ndarray, *, horizon: int = 1) -> pd.DataFrame | np.ndarray:
     """Forecast covariance of the next ``horizon`` days' returns at the close of ``X``'s last date.
 
     :func:`covariance_forecasts` for the last date alone: a DataFrame assets ×
     assets (ndarray for array input), all NaN when that date has no forecast.
+
+    Examples
+    --------
+    >>> from finvae.risk import covariance
+    >>> cov = covariance(model, returns.loc[:"2020-03-16"], horizon=5)    # doctest: +SKIP
+    >>> cov.shape                                                         # doctest: +SKIP
+    (20, 20)
     """
     horizon = _check_horizon(horizon)
     X = _frame(X)
@@ -453,12 +467,21 @@ def _regime_adjustment(daily: np.ndarray, sigma_1: np.ndarray, halflife: float) 
     return level[known]
 
 
-def tail_risk(model, X, alpha: float = 0.01, weights=None, horizon: int = 1) -> pd.DataFrame | np.ndarray:
+def tail_risk(model: FinVAE, X: pd.DataFrame | np.ndarray, alpha: float = 0.01,
+              weights: pd.Series | ArrayLike | None = None, horizon: int = 1) -> pd.DataFrame | np.ndarray:
     """:func:`value_at_risk` and :func:`expected_shortfall` in one pass, as two columns of a DataFrame.
 
     Returns
     -------
     risk : DataFrame aligned to ``X``'s dates (ndarray of shape (n_days, 2) for array input)
+        Columns ``value_at_risk`` and ``expected_shortfall``.
+
+    Examples
+    --------
+    >>> from finvae.risk import tail_risk
+    >>> risk = tail_risk(model, returns, alpha=0.025)         # doctest: +SKIP
+    >>> list(risk.columns)                                    # doctest: +SKIP
+    ['value_at_risk', 'expected_shortfall']
     """
     var, es, index = _portfolio_tail(model, X, alpha, weights, horizon)
     if index is None:
@@ -466,7 +489,8 @@ def tail_risk(model, X, alpha: float = 0.01, weights=None, horizon: int = 1) -> 
     return pd.DataFrame({"value_at_risk": var, "expected_shortfall": es}, index=index)
 
 
-def value_at_risk(model, X, alpha: float = 0.01, weights=None, horizon: int = 1) -> pd.Series | np.ndarray:
+def value_at_risk(model: FinVAE, X: pd.DataFrame | np.ndarray, alpha: float = 0.01,
+                  weights: pd.Series | ArrayLike | None = None, horizon: int = 1) -> pd.Series | np.ndarray:
     """Value-at-risk of a portfolio at the close of each date: the loss exceeded with probability ``alpha``.
 
     Filtered historical simulation on FinVAE's covariance forecast (module
@@ -514,7 +538,8 @@ def value_at_risk(model, X, alpha: float = 0.01, weights=None, horizon: int = 1)
     return var if index is None else pd.Series(var, index=index, name="value_at_risk")
 
 
-def portfolio_returns(model, X, weights=None) -> pd.Series | np.ndarray:
+def portfolio_returns(model: FinVAE, X: pd.DataFrame | np.ndarray,
+                      weights: pd.Series | ArrayLike | None = None) -> pd.Series | np.ndarray:
     """The daily return of the portfolio whose VaR and ES this module forecasts, on trading days only.
 
     ``sum_i w_i r_i`` with the weights as :func:`value_at_risk` reads them (equal
@@ -545,7 +570,8 @@ def portfolio_returns(model, X, weights=None) -> pd.Series | np.ndarray:
     return pnl if not isinstance(X, pd.DataFrame) else pd.Series(pnl, index=X.index[trading], name="portfolio")
 
 
-def expected_shortfall(model, X, alpha: float = 0.01, weights=None, horizon: int = 1) -> pd.Series | np.ndarray:
+def expected_shortfall(model: FinVAE, X: pd.DataFrame | np.ndarray, alpha: float = 0.01,
+                       weights: pd.Series | ArrayLike | None = None, horizon: int = 1) -> pd.Series | np.ndarray:
     """Expected shortfall of a portfolio at the close of each date: the mean loss beyond the VaR.
 
     Same model, inputs and errors as :func:`value_at_risk`; at least as large

@@ -136,6 +136,15 @@ def squared_quantile(values: np.ndarray, observed: np.ndarray, q: float) -> np.n
 
     0 for a row with nothing observed. Works on one copy of ``values``, sorted in place: this runs on
     every scored day and asset at once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.scoring import squared_quantile
+    >>> values = np.array([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+    >>> observed = np.array([[True, True, True], [True, False, False]])
+    >>> squared_quantile(values, observed, 0.5).tolist()     # medians of [1, 4, 9] and of [16]
+    [4.0, 16.0]
     """
     ordered = np.square(values, dtype=np.float64)  # missing entries sort last
     ordered[~observed] = np.inf
@@ -216,6 +225,17 @@ def raw_parts(kl: np.ndarray, index_moves: np.ndarray, residual: np.ndarray, sin
     Returns
     -------
     statistics : dict of ndarray, one per name in ``STATISTICS``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.scoring import fit_tail, raw_parts
+    >>> rng = np.random.default_rng(0)
+    >>> residual, seen = rng.normal(size=(5, 2)), np.ones((5, 2), dtype=bool)
+    >>> asset_calibration = [fit_tail(np.abs(rng.normal(size=100)), pareto=False) for _ in range(2)]
+    >>> statistics = raw_parts(np.ones(5), np.zeros(5), residual, residual, seen, asset_calibration)
+    >>> {name: value.shape for name, value in statistics.items()}
+    {'kl': (5,), 'index_move': (5,), 'residual': (5,), 'max_residual': (5,)}
     """
     return {
         "kl": np.asarray(kl, dtype=np.float64),
@@ -241,6 +261,17 @@ def fit_calibration(kl: np.ndarray, index_moves: np.ndarray, residual: np.ndarra
         Per name in ``STATISTICS``, :func:`fit_tail` of its training values.
     asset_calibration : list of dict
         Per asset, :func:`fit_tail` of its absolute residuals on its observed training days.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.scoring import fit_calibration
+    >>> rng = np.random.default_rng(0)
+    >>> residual, seen = rng.normal(size=(500, 4)), np.ones((500, 4), dtype=bool)
+    >>> kl, moves = rng.chisquare(3, size=500), np.abs(rng.normal(size=500))
+    >>> calibration, asset_calibration = fit_calibration(kl, moves, residual, residual, seen)
+    >>> sorted(calibration), len(asset_calibration)
+    (['index_move', 'kl', 'max_residual', 'residual'], 4)
     """
     asset_calibration = [fit_tail(np.abs(single[seen[:, i], i]), pareto=False) for i in range(single.shape[1])]
     statistics = raw_parts(kl, index_moves, residual, single, seen, asset_calibration)
@@ -257,6 +288,16 @@ def part_surprises(statistics: dict[str, np.ndarray], calibration: dict[str, dic
     move also moves the factors), so on a day surprising on both the market part reads larger than
     its training frequency: the score leans towards market-wide days, by as much as the two views
     agree, with no weight to set.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.scoring import STATISTICS, fit_tail, part_surprises
+    >>> rng = np.random.default_rng(0)
+    >>> calibration = {name: fit_tail(rng.exponential(size=1000)) for name in STATISTICS}
+    >>> parts = part_surprises({name: np.array([0.0, 50.0]) for name in STATISTICS}, calibration)
+    >>> {name: bool(part[1] > part[0]) for name, part in parts.items()}
+    {'market': True, 'residual': True, 'max_residual': True}
     """
     surprise = {name: tail_surprise(statistics[name], calibration[name]) for name in STATISTICS}
     return {
@@ -267,11 +308,29 @@ def part_surprises(statistics: dict[str, np.ndarray], calibration: dict[str, dic
 
 
 def combine(surprises: dict[str, np.ndarray]) -> np.ndarray:
-    """The score: the largest of the parts (4.6 nats on one part: a 1-in-100 training day for that part)."""
+    """The score: the largest of the parts (4.6 nats on one part: a 1-in-100 training day for that part).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.scoring import combine
+    >>> parts = {"market": np.array([1.0, 5.0]), "residual": np.array([2.0, 0.5]), "max_residual": np.array([0.0, 6.0])}
+    >>> combine(parts).tolist()
+    [2.0, 6.0]
+    """
     return np.max([surprises[name] for name in SCORE_PARTS], axis=0)
 
 
 def threshold(train_scores: np.ndarray, contamination: float) -> float:
-    """The flag threshold: the ``1 - contamination`` quantile of the training days' (finite) scores."""
+    """The flag threshold: the ``1 - contamination`` quantile of the training days' (finite) scores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.scoring import threshold
+    >>> scores = np.r_[np.arange(1.0, 101.0), np.nan]    # NaN scores (unscored days) are left out
+    >>> round(threshold(scores, contamination=0.01), 2)
+    99.01
+    """
     train_scores = np.asarray(train_scores, dtype=np.float64)
     return float(np.quantile(train_scores[np.isfinite(train_scores)], 1.0 - contamination))

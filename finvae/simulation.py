@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Integral
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from finvae._exceptions import DataError
 from finvae._validation import check_returns
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from finvae.estimator import FinVAE
 
 __all__ = ["Dynamics", "fit_dynamics", "sample", "simulate", "state_at"]
 
@@ -91,6 +97,16 @@ class Dynamics:
         Those dates (positions for array input).
     follows : ndarray of bool, shape (n_days,)
         Whether pool day ``j + 1`` is the real day after pool day ``j`` (a block may go on).
+
+    Examples
+    --------
+    A fitted FinVAE holds the dynamics learned on its training returns, ``model.dynamics_``;
+    :func:`fit_dynamics` learns them from another history.
+
+    >>> from finvae.simulation import fit_dynamics
+    >>> dynamics = fit_dynamics(model, returns.loc[:"2019"])      # doctest: +SKIP
+    >>> dynamics.transition.shape                                 # doctest: +SKIP
+    (3, 3)
     """
 
     intercept: np.ndarray
@@ -202,7 +218,7 @@ def _variances_after(model, values, ends) -> np.ndarray:
     return variances
 
 
-def fit_dynamics(model, returns) -> Dynamics:
+def fit_dynamics(model: FinVAE, returns: pd.DataFrame | np.ndarray) -> Dynamics:
     """Learn the dynamic prior of a fitted FinVAE from a returns history (up to its last date only).
 
     Parameters
@@ -271,13 +287,20 @@ def _dynamics(model, ends, mu, residuals, variances, dates) -> Dynamics:
     )
 
 
-def state_at(model, returns) -> tuple[np.ndarray, np.ndarray]:
+def state_at(model: FinVAE, returns: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The state after the last date of ``returns``: its code and each EWMA leg's variance.
 
     Returns
     -------
     code : ndarray of shape (latent_dim,)
     variances : ndarray of shape (n_legs, n_assets)
+
+    Examples
+    --------
+    >>> from finvae.simulation import state_at
+    >>> code, variances = state_at(model, returns.loc[:"2020-03-16"])    # doctest: +SKIP
+    >>> code.shape, variances.shape              # two EWMA legs (vol_halflife=(5, 60))  # doctest: +SKIP
+    ((3,), (2, 20))
     """
     return _last_state(model, _states(model, returns))
 
@@ -386,8 +409,9 @@ def _run(model, dynamics: Dynamics, codes, variances, horizon: int, rng: np.rand
     return out
 
 
-def simulate(model, returns, horizon: int = 20, n_paths: int = 1000, random_state=None, *,
-             dynamics: Dynamics | None = None, shift=None, noise: bool = True) -> np.ndarray:
+def simulate(model: FinVAE, returns: pd.DataFrame | np.ndarray, horizon: int = 20, n_paths: int = 1000,
+             random_state: int | np.random.RandomState | np.random.Generator | None = None, *,
+             dynamics: Dynamics | None = None, shift: ArrayLike | None = None, noise: bool = True) -> np.ndarray:
     """Paths of log returns for the days after the last date of ``returns``, from the state on that date.
 
     Every path starts from the code and EWMA variances after that date
@@ -419,6 +443,13 @@ def simulate(model, returns, horizon: int = 20, n_paths: int = 1000, random_stat
     -------
     paths : ndarray of shape (n_paths, horizon, n_assets), float32
         Log returns if ``returns`` are (the model simulates whatever returns it was fitted on).
+
+    Examples
+    --------
+    >>> from finvae.simulation import simulate
+    >>> paths = simulate(model, returns.loc[:"2020-03-16"], horizon=10, n_paths=500, random_state=0)  # doctest: +SKIP
+    >>> paths.shape                                                     # doctest: +SKIP
+    (500, 10, 20)
     """
     horizon = _positive_int(horizon, "horizon")
     n_paths = _positive_int(n_paths, "n_paths")
@@ -438,14 +469,16 @@ def simulate(model, returns, horizon: int = 20, n_paths: int = 1000, random_stat
     return _run(model, dynamics, codes, v, horizon, rng, shift=shift, noise=noise)
 
 
-def simulate_from_states(model, dynamics: Dynamics, codes, variances, horizon: int, random_state=None, *,
-                         shift=None, noise: bool = True) -> np.ndarray:
+def simulate_from_states(model: FinVAE, dynamics: Dynamics, codes: ArrayLike, variances: ArrayLike, horizon: int,
+                         random_state: int | np.random.RandomState | np.random.Generator | None = None, *,
+                         shift: ArrayLike | None = None, noise: bool = True) -> np.ndarray:
     """Paths from given states (one path per state): codes (n, latent_dim), variances (n_legs, n, n_assets)."""
     return _run(model, dynamics, np.asarray(codes), np.asarray(variances), _positive_int(horizon, "horizon"),
                 _generator(random_state), shift=shift, noise=noise)
 
 
-def sample(model, n: int, random_state=None, *, returns=None, dynamics: Dynamics | None = None,
+def sample(model: FinVAE, n: int, random_state: int | np.random.RandomState | np.random.Generator | None = None, *,
+           returns: pd.DataFrame | np.ndarray | None = None, dynamics: Dynamics | None = None,
            noise: bool = True) -> np.ndarray:
     """Windows of ``model.window`` days, each started from the state after a random date of the history.
 
@@ -465,6 +498,13 @@ def sample(model, n: int, random_state=None, *, returns=None, dynamics: Dynamics
     Returns
     -------
     windows : ndarray of shape (n, window, n_assets), float64
+
+    Examples
+    --------
+    >>> from finvae.simulation import sample
+    >>> windows = sample(model, 100, random_state=0, dynamics=model.dynamics_)    # doctest: +SKIP
+    >>> windows.shape                                                           # doctest: +SKIP
+    (100, 20, 20)
     """
     n = _positive_int(n, "n")
     if dynamics is None:

@@ -49,7 +49,19 @@ class Batches(Protocol):
 
 
 class TensorBatches:
-    """Batches from tensors that share their first axis (images, for instance)."""
+    """Batches from tensors that share their first axis (images, for instance).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from finvae.training import TensorBatches
+    >>> batches = TensorBatches(torch.zeros(10, 3), torch.arange(10))
+    >>> len(batches)
+    10
+    >>> x, y = batches[torch.tensor([0, 5])]
+    >>> x.shape, y.tolist()
+    (torch.Size([2, 3]), [0, 5])
+    """
 
     def __init__(self, *tensors: Tensor) -> None:
         tensors = tuple(torch.as_tensor(t) for t in tensors)  # numpy arrays too (their dtype is kept)
@@ -113,10 +125,12 @@ class TrainingConfig:
         numbers, and the global torch RNG is left as it was. With None, the
         shuffling seed is drawn from the global torch RNG (so ``torch.manual_seed``
         before training makes a run repeatable too).
-
-    Every number is checked when the config is made: a ValueError names the field.
     verbose : int
         0: silent; 1: a progress bar over epochs; 2: also one line per epoch.
+
+    Notes
+    -----
+    Every number is checked when the config is made: a ValueError names the field.
     """
 
     epochs: int = 30
@@ -173,6 +187,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
     A device that this torch cannot use (a typo, or ``"cuda"`` on a CPU-only build) is a ValueError
     naming it and the devices that are available here.
+
+    Examples
+    --------
+    >>> from finvae.training import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> resolve_device("auto").type in ("cuda", "mps", "cpu")
+    True
     """
     if str(device) != "auto":
         try:
@@ -407,6 +429,19 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
     ------
     TrainingError
         If the loss becomes NaN or infinite.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from finvae.nn import ConvVAE
+    >>> from finvae.training import TensorBatches, TrainingConfig, seeded, train_vae
+    >>> with seeded(0):
+    ...     model = ConvVAE(latent_dim=2)
+    >>> images = torch.rand(64, 1, 28, 28)
+    >>> config = TrainingConfig(epochs=2, batch_size=32, device="cpu", seed=0, verbose=0)
+    >>> history = train_vae(model, TensorBatches(images), config)
+    >>> len(history), list(history.columns[:3])
+    (2, ['train_loss', 'train_recon', 'train_kl'])
     """
     cfg = config or TrainingConfig()
     if isinstance(data, Tensor) or not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
@@ -516,6 +551,17 @@ def torch_threads(n: int | None) -> Iterator[None]:
     Small networks train fastest on one thread: their operations are too
     small to split, and a second thread only waits at each barrier (badly so
     when another process holds the other core).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from finvae.training import torch_threads
+    >>> before = torch.get_num_threads()
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
     """
     if n is None:
         yield
@@ -534,6 +580,17 @@ def seeded(seed: int | None) -> Iterator[None]:
 
     With ``seed=None`` the block uses the global RNG as it is, and advances it: two unseeded calls
     draw different numbers.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from finvae.training import seeded
+    >>> with seeded(0):
+    ...     a = torch.rand(3)
+    >>> with seeded(0):
+    ...     b = torch.rand(3)
+    >>> bool(torch.equal(a, b))
+    True
     """
     if seed is None:
         yield

@@ -50,6 +50,15 @@ def ewma_scale(
     Returns
     -------
     scale : ndarray of shape (n_days, n_assets), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from finvae.windows import ewma_scale
+    >>> returns = np.array([[0.02], [np.nan], [0.0]])
+    >>> scale = ewma_scale(returns, halflife=1.0, initial_var=np.array([1e-4]), floor=np.array([1e-3]))
+    >>> [round(float(s), 4) for s in scale[:, 0]]    # sqrt(0.5 * 1e-4 + 0.5 * 0.02**2), then carried over the NaN
+    [0.01, 0.0158, 0.0158]
     """
     scale = np.empty(returns.shape, dtype=np.float32)
     # Column by column, as a linear filter over each asset's observed days: memory stays at
@@ -115,6 +124,18 @@ class WindowBatches:
     Each item is ``(x, observed, counted)``: ``x`` and ``observed`` of shape
     (batch, window - 1 + per_example, n_assets), and ``counted`` of shape
     (batch, window - 1 + per_example), True on the days whose windows count.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from finvae.windows import WindowBatches
+    >>> values, observed = torch.zeros(100, 4), torch.ones(100, 4, dtype=torch.bool)   # 100 days, 4 assets
+    >>> batches = WindowBatches(values, observed, window=20, ends=torch.arange(19, 100), per_example=32)
+    >>> len(batches)                        # 81 window ends in stretches of 32
+    3
+    >>> x, seen, counted = batches[torch.tensor([0, 1])]
+    >>> x.shape, int(counted.sum())        # 19 days of context + 32 window ends each
+    (torch.Size([2, 51, 4]), 64)
     """
 
     def __init__(self, values: Tensor, observed: Tensor, window: int, ends: Tensor, per_example: int) -> None:

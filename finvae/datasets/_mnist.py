@@ -73,6 +73,23 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     finvae.DataError
         If the file is corrupt or truncated (bad gzip stream, bad magic number,
         or a size that does not match its header).
+
+    Examples
+    --------
+    A 2 × 3 array of bytes, written as a gzipped IDX file and read back:
+
+    >>> import gzip
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from finvae.datasets import read_idx
+    >>> header = bytes([0, 0, 0x08, 2]) + np.array([2, 3], dtype=">u4").tobytes()   # uint8, 2 dimensions
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "tiny-idx2-ubyte.gz"
+    ...     _ = path.write_bytes(gzip.compress(header + bytes(range(6))))
+    ...     read_idx(path)
+    array([[0, 1, 2],
+           [3, 4, 5]], dtype=uint8)
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -188,6 +205,15 @@ def load_mnist_idx(directory: str | os.PathLike[str], split: str = "test") -> tu
         If a file is missing.
     finvae.DataError
         If a file is corrupt, truncated, fails its checksum, or the two files disagree.
+
+    Examples
+    --------
+    With the four MNIST files downloaded into ``data/mnist``:
+
+    >>> from finvae.datasets import load_mnist_idx
+    >>> images, labels = load_mnist_idx("data/mnist", split="test")    # doctest: +SKIP
+    >>> images.shape, labels.shape                                     # doctest: +SKIP
+    ((10000, 1, 28, 28), (10000,))
     """
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
@@ -326,6 +352,16 @@ class RandomShifts:
         ``(n, c, h, w)`` images.
     max_shift : int, default 2
         Largest shift in pixels along each axis (0: the images as they are).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from finvae.datasets import RandomShifts
+    >>> images = torch.zeros(10, 1, 28, 28)
+    >>> images[:, :, 14, 14] = 1.0                 # one lit pixel in the centre of each
+    >>> (batch,) = RandomShifts(images, max_shift=2)[torch.arange(4)]
+    >>> batch.shape, batch.sum().item()           # each pixel moved, none lost
+    (torch.Size([4, 1, 28, 28]), 4.0)
     """
 
     def __init__(self, images: Tensor, max_shift: int = 2) -> None:

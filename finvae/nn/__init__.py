@@ -11,11 +11,13 @@ from finvae.nn._core import (
     safe_log_var,
 )
 from finvae.nn._mnist import ConvVAE
+from finvae.nn._returns import ReturnsVAE
 
 __all__ = [
     "ConvVAE",
     "LOG_VAR_MAX",
     "LOG_VAR_MIN",
+    "ReturnsVAE",
     "VAE",
     "bernoulli_nll",
     "gaussian_kl",

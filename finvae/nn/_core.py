@@ -39,6 +39,17 @@ def reparameterize(mu: Tensor, log_var: Tensor) -> Tensor:
     The course's pseudo code writes ``exp(z_log_variance) * epsilon``, which
     scales the noise by the *variance*; that still trains, but the encoder
     then learns a different quantity from the one the KL term assumes.
+
+    Examples
+    --------
+    >>> import math
+    >>> import torch
+    >>> from finvae.nn import reparameterize
+    >>> from finvae.training import seeded
+    >>> with seeded(0):
+    ...     z = reparameterize(torch.zeros(10_000, 1), torch.full((10_000, 1), math.log(4.0)))
+    >>> round(z.std().item(), 1)          # exp(0.5 * log 4) = 2
+    2.0
     """
     std = torch.exp(0.5 * log_var)
     return mu + std * torch.randn_like(std)
@@ -49,6 +60,15 @@ def gaussian_kl(mu: Tensor, log_var: Tensor) -> Tensor:
 
     ``KL = 0.5 * sum(mu**2 + exp(log_var) - 1 - log_var)``; one value per example
     (a latent code may be a vector, or a vector per day).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from finvae.nn import gaussian_kl
+    >>> gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3))     # the prior itself
+    tensor([0., 0.])
+    >>> gaussian_kl(torch.ones(1, 3), torch.zeros(1, 3))      # 0.5 * (1 + 1 + 1)
+    tensor([1.5000])
     """
     return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).flatten(1).sum(dim=1)
 
@@ -73,6 +93,15 @@ def gaussian_nll(x: Tensor, mean: Tensor, log_scale: Tensor, mask: Tensor | None
     Where ``mask`` is given, only elements with ``mask == True`` count: missing
     values are left out of the likelihood instead of being filled with a guess.
     ``x`` may hold anything (NaN included) where the mask is False.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from finvae.nn import gaussian_nll
+    >>> x, mean, log_scale = torch.tensor([[0.0, float("nan")]]), torch.zeros(1, 2), torch.zeros(2)
+    >>> mask = torch.tensor([[True, False]])       # the second value is missing
+    >>> round(gaussian_nll(x, mean, log_scale, mask).item(), 4)    # 0.5 * log(2 pi): the first value only
+    0.9189
     """
     if mask is not None:
         x = torch.where(mask, x, mean.detach())
@@ -89,6 +118,17 @@ class VAE(nn.Module):
     Subclasses set ``self.encoder`` (returns ``mu, log_var``) and ``self.decoder``,
     and implement :meth:`reconstruction_nll`. The trainer only calls
     :meth:`elbo_terms`, so every finvae model trains with the same loop.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from finvae.nn import VAE, ConvVAE
+    >>> model = ConvVAE(latent_dim=2)
+    >>> isinstance(model, VAE)
+    True
+    >>> decoded, z, mu, log_var = model(torch.rand(4, 1, 28, 28))
+    >>> decoded.shape, z.shape
+    (torch.Size([4, 1, 28, 28]), torch.Size([4, 2]))
     """
 
     encoder: nn.Module

@@ -145,6 +145,20 @@ class ReturnsVAE(VAE):
     clip : float
         Inputs (and reconstruction targets) are clipped to ``[-clip, clip]``,
         so that one bad tick cannot dominate a gradient step.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from finvae.nn import ReturnsVAE
+    >>> model = ReturnsVAE(n_assets=5, window=20, latent_dim=3)
+    >>> x = torch.randn(8, 20, 5)                  # 8 windows of 20 days, 5 assets
+    >>> mu, log_var = model.encode(x)              # a code per day
+    >>> mu.shape
+    torch.Size([8, 20, 3])
+    >>> observed, counted = torch.ones(8, 20, 5, dtype=torch.bool), torch.ones(8, 20, dtype=torch.bool)
+    >>> recon, kl = model.elbo_terms(x, observed, counted)     # nats per window
+    >>> recon.shape, kl.shape
+    (torch.Size([8]), torch.Size([8]))
     """
 
     def __init__(self, n_assets: int, window: int, latent_dim: int = 3, hidden: int = 32, clip: float = 30.0) -> None:
