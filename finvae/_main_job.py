@@ -330,7 +330,8 @@ def run_main_job(
                     start=str(scored[0].date()), window=window, latent_dim=latent_dim, epochs=epochs,
                     refit_every=refit_every,
                     min_train=min_train, n_jobs=n_jobs, random_state=random_state, signal=signal,
-                    vol_halflife=vol_halflife, hold=hold, exposure_when_flagged=exposure_when_flagged,
+                    vol_halflife=estimator.vol_halflife,  # the half-lives used, the default's too
+                    hold=hold, exposure_when_flagged=exposure_when_flagged,
                     cost_bps=cost_bps, figures=figures)
     files.append(write_report(result, out, settings, contributions=shares.loc[scored]))  # report.html, last
     remove_leftovers(out, [path.name for path in files])  # temporary files of an earlier run that was killed

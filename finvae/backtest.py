@@ -444,7 +444,9 @@ class OverlayResult:
         figsize : (float, float), default=(11, 7)
             Figure size in inches.
         log_scale : bool, default=True
-            Plot wealth on a log scale (equal percentage moves look equal).
+            Plot wealth on a log scale (equal percentage moves look equal)
+            when it spans a factor of 3 or more, with ticks at 1, 2, 5, 10
+            written plainly; within a factor of 3 the axis stays linear.
 
         Returns
         -------
@@ -453,7 +455,7 @@ class OverlayResult:
         import matplotlib.pyplot as plt
         from matplotlib.ticker import PercentFormatter
 
-        from finvae.plotting import _frame_one_date, _line_markers
+        from finvae.plotting import _frame_one_date, _growth_axis, _line_markers
 
         series = {"overlay": self.returns, "buy & hold": self.benchmark, "vol target": self.vol_target}
         colors = {"overlay": "tab:red", "buy & hold": "tab:gray", "vol target": "tab:blue"}
@@ -466,17 +468,17 @@ class OverlayResult:
             end = dates[last + 1] if last + 1 < len(dates) else dates[last]
             top.axvspan(dates[first], end, color="tab:orange", alpha=0.25, lw=0)
             bottom.axvspan(dates[first], end, color="tab:orange", alpha=0.25, lw=0)
+        wealths = []
         for name, r in series.items():
             wealth = (1.0 + r).cumprod()
+            wealths.append(wealth.to_numpy())
             top.plot(dates, wealth, color=colors[name], lw=1.2, label=name, **_line_markers(wealth))
             bottom.plot(dates, wealth / wealth.cummax().clip(lower=1.0) - 1.0, color=colors[name], lw=1.0,
                         **_line_markers(wealth))
         top.plot([], [], color="tab:orange", alpha=0.4, lw=6, label="de-risked (flag + hold)")
-        if log_scale:
-            top.set_yscale("log")
-        top.set_ylabel("growth of 1 (after costs)")
+        _growth_axis(top, np.concatenate(wealths), "growth of 1 (after costs)", log=log_scale)
         top.set_title(f"Anomaly overlay vs buy & hold and volatility target (costs {self.cost_bps:g} bps)")
-        top.legend(loc="upper left")
+        top.legend(loc="best")  # where it hides the least of the curves
         top.grid(alpha=0.3)
         bottom.set_ylabel("drawdown")
         bottom.yaxis.set_major_formatter(PercentFormatter(1.0))  # as many decimals as the ticks need

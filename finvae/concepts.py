@@ -395,7 +395,9 @@ class StressScenarios:
 
         The finance analogue of the course's smile-vector figure: one panel per
         strength, from the plain reconstruction (0) to the window pushed along
-        the vector.
+        the vector. Simulated scenarios are drawn as bands of the portfolio's
+        paths from day 0 (0 %). With ``axes`` (one per strength), it draws into
+        them and leaves the figure's title and layout to the caller.
 
         Returns
         -------
@@ -405,7 +407,8 @@ class StressScenarios:
 
         cumulative = self.cumulative()
         strengths = cumulative.index.unique(level="strength")
-        if axes is None:
+        own_figure = axes is None
+        if own_figure:
             fig, axes = plt.subplots(1, len(strengths), figsize=(3.2 * len(strengths), 3.2), sharey=True,
                                      squeeze=False)
             axes = axes[0]
@@ -422,7 +425,9 @@ class StressScenarios:
                 ax.set_title(f"strength {strength:g}: {panel['portfolio'].iloc[-1]:+.1%}")
             else:  # bands of the simulated portfolio paths: 1-99 % and 5-95 %, and the median
                 bands = np.quantile(self.paths[number], [0.01, 0.05, 0.5, 0.95, 0.99], axis=0) * 100
-                days = np.arange(1, bands.shape[1] + 1)
+                # From day 0 (0 %, the start of every path): a one-day horizon still draws its spread.
+                bands = np.hstack([np.zeros((len(bands), 1)), bands])
+                days = np.arange(bands.shape[1])
                 ax.fill_between(days, bands[0], bands[4], color="0.85", label="1-99 %")
                 ax.fill_between(days, bands[1], bands[3], color="0.65", label="5-95 %")
                 ax.plot(days, bands[2], color="k", lw=2, label="median")
@@ -433,9 +438,10 @@ class StressScenarios:
             ax.set_xlabel("day")
         axes[0].set_ylabel("cumulative return (%)")
         axes[0].legend(loc="lower left", frameon=False)
-        fig.suptitle(f"Window ending {_day(self.at)} moved along the vector" if self.paths is None else
-                     f"Paths after {_day(self.at)} with the codes moved along the vector (portfolio)")
-        fig.tight_layout()
+        if own_figure:  # the caller's figure keeps its own title and layout
+            fig.suptitle(f"Window ending {_day(self.at)} moved along the vector" if self.paths is None else
+                         f"Paths after {_day(self.at)} with the codes moved along the vector (portfolio)")
+            fig.tight_layout()
         return fig
 
 

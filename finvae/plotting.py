@@ -57,6 +57,27 @@ def _frame_one_date(ax, dates) -> None:
         ax.set_xlim(dates[0] - pd.Timedelta(days=3), dates[0] + pd.Timedelta(days=3))
 
 
+def _growth_axis(ax, wealth, label: str, log: bool = True) -> None:
+    """A wealth axis: on a log scale with ticks at 1, 2, 5, 10 written plainly when the wealth spans 3 times or more.
+
+    Decades of growth on a log scale make a 20 % fall look alike in each; within a factor of 3 a log
+    axis would show one tick or none, so the axis stays linear.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    values = np.asarray(wealth, dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    if log and values.size and values.max() / values.min() >= 3:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylabel(f"{label} (log scale)")
+    else:
+        ax.set_ylabel(label)
+
+
 def equal_weight_index(returns: pd.DataFrame, *, kind: str = "log") -> pd.Series:
     """Growth of 1 invested in the daily-rebalanced equal-weight portfolio of ``returns``' assets.
 
@@ -148,8 +169,6 @@ def plot_scores(
     1
     """
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogLocator, NullFormatter
-
     scores = _series(scores, "scores")
     if isinstance(threshold, pd.Series):
         threshold = threshold.reindex(scores.index)
@@ -200,15 +219,7 @@ def plot_scores(
         marks = level.dropna().reindex(flagged, method="ffill")  # a level on another calendar: its last value
         top.scatter(marks.index, marks.to_numpy(), color="tab:red", s=14, zorder=3,
                     label=f"flagged date ({len(flagged)})")
-        if level.max() / level.min() >= 3:  # decades of growth: a log scale, so that a 20 % fall looks alike in each
-            top.set_yscale("log")
-            # Ticks at 1, 2, 5, 10, ... written plainly (not 10⁰), and no crowded minor labels.
-            top.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            top.yaxis.set_major_formatter(plt.FuncFormatter(lambda y, _: f"{y:g}"))
-            top.yaxis.set_minor_formatter(NullFormatter())
-            top.set_ylabel("growth of 1 (log scale)")
-        else:  # within a factor of 3 a log axis would show one tick or none
-            top.set_ylabel("growth of 1")
+        _growth_axis(top, level, "growth of 1")
         top.set_title(title)
         top.legend(loc="best")  # where it hides the fewest points: flags near the start stay visible
         top.grid(alpha=0.3)
@@ -445,6 +456,7 @@ def plot_var_backtest(
     'Value-at-risk forecast and its exceptions'
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
 
     returns = _series(returns, "returns")
     value_at_risk = _series(value_at_risk, "value_at_risk").reindex(returns.index)
@@ -461,7 +473,9 @@ def plot_var_backtest(
                label=f"exceptions: {int(exceptions.sum())} of {len(returns)} days ({exceptions.mean():.2%})")
     ax.axhline(0.0, color="0.3", linewidth=0.5)
     ax.set_title(title)
-    ax.set_ylabel("return")
+    ax.set_ylabel("daily return, as given (%)")  # log or simple: the VaR is in the same units
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     _frame_one_date(ax, returns.index)
     fig.tight_layout()

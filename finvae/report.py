@@ -138,6 +138,9 @@ def write_report(result: MainJobResult, out_dir: str | Path, settings: Mapping[s
     >>> write_report(result, "out", {"window": 20})      # doctest: +SKIP
     PosixPath('out/report.html')
     """
+    for name, value in (("top", top), ("max_flags", max_flags)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0; got {value!r}.")
     out = Path(out_dir)
     wf = result.walk_forward
     images = [Path(p) for p in result.files if Path(p).suffix.lower() in _MIME]
@@ -272,7 +275,7 @@ def _flags_table(wf: pd.DataFrame, contributions: pd.DataFrame | None, top: int,
     flagged = wf.index[wf["flag"].astype(bool)]
     if not len(flagged):
         return "<p>No date was flagged.</p>"
-    shown = flagged[-max_flags:]
+    shown = flagged[len(flagged) - max_flags:] if max_flags else flagged[:0]  # flagged[-0:] would be all of them
     header = ["date", "score", "threshold", "refit date"]
     if contributions is not None:
         header.append(f"top {top} assets (share of the residual)")
@@ -298,6 +301,9 @@ def _exposures_table(exposures: pd.DataFrame) -> str:
     rows = [[_e(asset)] + [_number(v) for v in values] for asset, values in exposures.iterrows()]
     note = ('<p class="note">Each asset\'s betas to the latent factors and the R² of that regression, over the '
             "scored dates (<code>exposures.csv</code>).</p>")
+    if exposures.isna().all().all():
+        note += ('<p class="note">None could be estimated: each asset needs about three months of scored dates (60) '
+                 "on which it and every factor are observed. Score a longer period.</p>")
     return note + _table(["asset", *map(_e, exposures.columns)], rows, numeric=set(range(1, exposures.shape[1] + 1)))
 
 

@@ -344,6 +344,18 @@ def test_plot_returns_a_figure_with_shaded_periods():
     matplotlib.pyplot.close(fig)
 
 
+@pytest.mark.parametrize("daily, scale", [(0.01, "log"), (0.0002, "linear")])
+def test_the_equity_axis_is_logarithmic_with_plain_ticks_only_for_manyfold_growth(daily, scale):
+    dates = pd.bdate_range("2000-01-03", periods=500)
+    r = pd.DataFrame({"A": np.log1p(np.full(500, daily))}, index=dates)  # 144-fold, or 10 %
+    top = anomaly_overlay(r, pd.Series(False, index=dates)).plot().axes[0]
+    assert top.get_yscale() == scale
+    top.figure.canvas.draw()
+    labels = [t.get_text() for t in top.get_yticklabels() if t.get_text()]
+    assert len(labels) >= 3 and not any("10^" in t or "times" in t for t in labels)  # 1, 2, 5, 10 ... not 10⁰
+    matplotlib.pyplot.close(top.figure)
+
+
 def test_overlay_accepts_walk_forward_frame():
     r = market()
     wf = walk_forward(Spy(), r, **FAST)

@@ -108,6 +108,7 @@ def test_the_report_holds_the_tables_settings_and_versions(job):
         assert asset in text
     for name in ("python", "finvae", "torch", "numpy", "pandas", "scikit-learn", "refit_every", "vol_halflife"):
         assert name in text
+    assert "(5, 60)" in text  # the half-lives used, not "None" for the default
     flagged = result.walk_forward.index[result.walk_forward["flag"]]
     assert len(flagged) and all(str(date.date()) in text for date in flagged)
 
@@ -151,4 +152,16 @@ def test_no_figures_and_no_flags(tmp_path):
     _assert_self_contained(page)
     text = " ".join(page.text)
     assert page.images == [] and "No figures in this run" in text and "No date was flagged" in text
+    assert "None could be estimated" not in text
+
+
+def test_max_flags_zero_lists_none_and_unestimated_exposures_say_why(tmp_path):
+    result = _small_result(tmp_path, ["A", "B"], n_figures=0, flags=5)
+    result.exposures.loc[:, :] = np.nan
+    text = " ".join(_parse(write_report(result, tmp_path, max_flags=0)).text)
+    assert "5 flagged dates; the latest 0 are listed" in text
+    assert not any(str(date.date()) in text for date in result.walk_forward.index[5:10])
+    assert "None could be estimated" in text
+    with pytest.raises(ValueError, match="max_flags must be an integer >= 0"):
+        write_report(result, tmp_path, max_flags=-1)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

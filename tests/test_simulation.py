@@ -193,6 +193,14 @@ def test_simulated_stress_scenarios_are_distributions_that_move_with_the_strengt
     tails = stress_scenarios(model, returns, down, strengths=(0, 2), n_paths=300, random_state=0, dynamics=dynamics,
                              quantiles=(0.01, 0.99))  # without the 5 % and the median that the titles show
     matplotlib.pyplot.close(tails.plot())
+    one_day = stress_scenarios(model, returns, down, strengths=(0, 2), n_paths=300, random_state=0,
+                               dynamics=dynamics, horizon=1)
+    median = one_day.plot().axes[1].get_lines()[0]
+    assert list(median.get_xdata()) == [0, 1] and median.get_ydata()[0] == 0  # a one-day horizon draws from day 0
+    own, mine = matplotlib.pyplot.subplots(1, 2)
+    own.suptitle("my dashboard")
+    assert result.plot(axes=mine) is own and own._suptitle.get_text() == "my dashboard"  # the caller's title stays
+    matplotlib.pyplot.close("all")
 
 
 def test_simulate_memory_stays_near_the_output():
