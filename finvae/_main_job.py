@@ -32,6 +32,7 @@ from finvae.backtest import (
 from finvae.estimator import SCORE_PARTS, FinVAE
 from finvae.factors import exposures
 from finvae.report import write_report
+from finvae.scoring import threshold
 
 __all__ = ["MainJobResult", "MarketShockVAE", "format_summary", "run_main_job"]
 
@@ -75,8 +76,7 @@ class MarketShockVAE(FinVAE):
 
     def fit(self, X, y=None) -> MarketShockVAE:
         super().fit(X)
-        train = np.asarray(self.score(X), dtype=np.float64)
-        self.threshold_ = float(np.quantile(train[np.isfinite(train)], 1.0 - self.contamination))
+        self.threshold_ = threshold(np.asarray(self.score(X), dtype=np.float64), self.contamination)
         return self
 
     def score(self, X, y=None):

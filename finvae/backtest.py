@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from finvae._exceptions import DataError
 from finvae._validation import as_date_of, check_labels, check_not_levels
+from finvae.scoring import threshold as training_threshold
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -89,9 +90,7 @@ def _fit_score_block(estimator, train: pd.DataFrame, history: pd.DataFrame, n_sc
         threshold = float(estimator.threshold_)
     else:
         in_sample = _per_date(estimator.score(train), train.index, estimator)
-        in_sample = in_sample[np.isfinite(in_sample)]
-        level = DEFAULT_CONTAMINATION if contamination is None else contamination
-        threshold = float(np.quantile(in_sample, 1.0 - level)) if in_sample.size else np.nan
+        threshold = training_threshold(in_sample, DEFAULT_CONTAMINATION if contamination is None else contamination)
     return scores, threshold
 
 

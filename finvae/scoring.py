@@ -322,7 +322,7 @@ def combine(surprises: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def threshold(train_scores: np.ndarray, contamination: float) -> float:
-    """The flag threshold: the ``1 - contamination`` quantile of the training days' (finite) scores.
+    """The flag threshold: the ``1 - contamination`` quantile of the training days' (finite) scores; NaN without any.
 
     Examples
     --------
@@ -333,4 +333,5 @@ def threshold(train_scores: np.ndarray, contamination: float) -> float:
     99.01
     """
     train_scores = np.asarray(train_scores, dtype=np.float64)
-    return float(np.quantile(train_scores[np.isfinite(train_scores)], 1.0 - contamination))
+    finite = train_scores[np.isfinite(train_scores)]
+    return float(np.quantile(finite, 1.0 - contamination)) if finite.size else np.nan
