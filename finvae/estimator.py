@@ -81,6 +81,11 @@ MIN_PER_EXAMPLE = 64
 #: slow volatility's default half-life is 60 days).
 MIN_ASSET_DAYS = 60
 
+#: The trailing volatility never falls below this share of an asset's training volatility: stale
+#: prices (runs of zero returns) would otherwise shrink it towards 0, and the next real move would
+#: read as an enormous surprise.
+VOL_FLOOR = 0.1
+
 #: Why sklearn's random test data cannot reach the checks below: FinVAE refuses price levels
 #: passed as returns (``finvae.datasets.looks_like_prices``), and these checks feed all-positive
 #: data with a median above 0.5. tests/test_estimator.py runs them with that rule switched off,
@@ -464,11 +469,15 @@ class FinVAE(TransformerMixin, BaseEstimator):
             )
         return tuple(float(h) for h in halflives)
 
+    def _vol_floor(self) -> np.ndarray:
+        """Each asset's lowest trailing volatility (``VOL_FLOOR`` of its training volatility)."""
+        return VOL_FLOOR * self.scale_
+
     def _trailing_scales(self, values: np.ndarray) -> list[np.ndarray]:
         """One EWMA volatility per half-life of ``vol_halflife``, in its order."""
         demeaned = values - self.mean_
         return [
-            ewma_scale(demeaned, halflife=halflife, initial_var=self.scale_**2, floor=0.1 * self.scale_)
+            ewma_scale(demeaned, halflife=halflife, initial_var=self.scale_**2, floor=self._vol_floor())
             for halflife in self._vol_halflives()
         ]
 
@@ -481,7 +490,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         demeaned -= self.mean_
         for halflife in self._vol_halflives():
             yield halflife, ewma_scale(demeaned, halflife=halflife, initial_var=self.scale_**2,
-                                       floor=0.1 * self.scale_)[1:]
+                                       floor=self._vol_floor())[1:]
 
     def _trailing_scale(self, values: np.ndarray) -> np.ndarray:
         """The scale of the model's inputs: the larger of the EWMA volatilities, day by day and asset by asset."""

@@ -223,14 +223,13 @@ class _Parts:
         self.scored[ends] = True
         self.moved = observed & (values != 0)  # a real move: not missing, not a stale price's zero
         # The volatilities for the day after each date.
-        scales = [s.astype(np.float64) for _, s in model._next_day_scales(values)]
+        scales = [s.astype(np.float64) for _, s in model._next_day_scales(values)]  # floored at VOL_FLOOR
         halflives = model._vol_halflives()
-        floor = 0.1 * np.asarray(model.scale_, dtype=np.float64)
         if len(scales) == 1:  # one EWMA: the volatility forecast stays flat
-            self.fast_var = self.slow_var = np.maximum(scales[0], floor) ** 2
+            self.fast_var = self.slow_var = scales[0] ** 2
         else:
             fast, slow = (scales[0], scales[1]) if halflives[0] <= halflives[1] else (scales[1], scales[0])
-            self.fast_var, self.slow_var = np.maximum(fast, floor) ** 2, np.maximum(slow, floor) ** 2
+            self.fast_var, self.slow_var = fast**2, slow**2
         # the fast half-life: of the volatility's mean reversion, and of a portfolio's regime adjustment (VaR)
         self.halflife = min(halflives)
         self.lam = 0.5 ** (1.0 / self.halflife)

@@ -366,7 +366,7 @@ def _run(model, dynamics: Dynamics, codes, variances, horizon: int, rng: np.rand
     B = loadings.weight.detach().numpy().astype(np.float32)  # (n_assets, k)
     b = loadings.bias.detach().numpy().astype(np.float32)
     mean = model.mean_.astype(np.float32)
-    floor = (0.1 * model.scale_).astype(np.float32)
+    floor = model._vol_floor().astype(np.float32)
     long_run = np.square(model.scale_).astype(np.float32)
     halflives = model._vol_halflives()
     lams = [np.float32(0.5 ** (1.0 / h)) for h in halflives]
