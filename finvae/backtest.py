@@ -201,7 +201,9 @@ def walk_forward(
     -----
     **Determinism.** Each refit uses ``clone(estimator)``, so it starts from the
     same parameters, ``random_state`` included: with a seeded estimator the
-    result is identical whatever ``n_jobs`` or the joblib backend. With
+    result is identical whatever ``n_jobs`` or the joblib backend (fits in
+    threads of one process run one at a time, as they share torch's random
+    generator; processes run in parallel). With
     ``random_state=None`` it is left as is (each refit draws its own seed), as
     the estimator would do on its own.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,17 @@ __all__ = [
     "torch_threads",
     "train_vae",
 ]
+
+#: torch's random generator is one per process. Blocks that draw from it (weight initialisation, training,
+#: sampling) hold this lock, so that fits running in threads (joblib's threading backend, a Dask worker with
+#: several threads) do not interleave their draws: a seeded fit then gives the same numbers in a thread as
+#: alone. Such fits run one at a time; processes run in parallel.
+_RNG_LOCK = threading.RLock()
+
+#: torch's thread count is one per process too: concurrent :func:`torch_threads` blocks share one setting and
+#: restore the caller's when the last of them ends.
+_THREADS_LOCK = threading.Lock()
+_threads_state = {"depth": 0, "before": None}
 
 
 class Batches(Protocol):
@@ -457,6 +469,14 @@ def train_vae(model: nn.Module, data: Batches, config: TrainingConfig | None = N
     device = resolve_device(cfg.device)
     autocast_dtype = resolve_precision(cfg.precision, device)
     model.to(device)
+    with _RNG_LOCK:
+        history = _train(model, data, cfg, device, autocast_dtype)
+    return history
+
+
+def _train(model: nn.Module, data: Batches, cfg: TrainingConfig, device: torch.device,
+           autocast_dtype: torch.dtype) -> pd.DataFrame:
+    """:func:`train_vae`'s loop, run while holding ``_RNG_LOCK``."""
     generator = torch.Generator()
     generator.manual_seed(cfg.seed if cfg.seed is not None else int(torch.randint(2**62, ()).item()))
     train_idx, val_idx = split_indices(len(data), cfg.validation_fraction, cfg.split, generator)
@@ -566,12 +586,18 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    with _THREADS_LOCK:
+        if _threads_state["depth"] == 0:
+            _threads_state["before"] = torch.get_num_threads()
+        _threads_state["depth"] += 1
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS_LOCK:
+            _threads_state["depth"] -= 1
+            if _threads_state["depth"] == 0:
+                torch.set_num_threads(_threads_state["before"])
 
 
 @contextlib.contextmanager
@@ -579,7 +605,8 @@ def seeded(seed: int | None) -> Iterator[None]:
     """Run a block (weight initialisation, sampling) with torch's RNG seeded, then restore it.
 
     With ``seed=None`` the block uses the global RNG as it is, and advances it: two unseeded calls
-    draw different numbers.
+    draw different numbers. Either way the block holds a process-wide lock, so that blocks in other
+    threads do not draw from the same RNG meanwhile.
 
     Examples
     --------
@@ -592,9 +619,10 @@ def seeded(seed: int | None) -> Iterator[None]:
     >>> bool(torch.equal(a, b))
     True
     """
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
+    with _RNG_LOCK:  # no other thread draws from the global RNG meanwhile
+        if seed is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import Tensor, nn
@@ -277,3 +279,21 @@ def test_train_vae_names_data_that_give_no_tuple_of_tensors():
 def test_the_meta_device_is_refused_up_front():
     with pytest.raises(ValueError, match="device='meta' holds no data"):
         training.resolve_device("meta")
+
+
+def test_seeded_fits_in_threads_give_the_numbers_they_give_alone():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from finvae import FinVAE
+
+    rng = np.random.default_rng(0)
+    returns = pd.DataFrame(rng.standard_t(4, size=(260, 4)) * 0.01, index=pd.bdate_range("2020-01-01", periods=260))
+    settings = dict(window=10, hidden=8, epochs=2, verbose=0)
+    alone = [FinVAE(random_state=seed, **settings).fit(returns).score(returns) for seed in (0, 1)]
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(2) as pool:  # as joblib's threading backend or a Dask worker with two threads runs them
+        together = list(pool.map(lambda seed: FinVAE(random_state=seed, **settings).fit(returns).score(returns),
+                                 (0, 1)))
+    for one, other in zip(alone, together, strict=True):
+        pd.testing.assert_series_equal(one, other)
+    assert torch.get_num_threads() == threads  # the caller's setting, restored
