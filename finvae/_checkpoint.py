@@ -33,6 +33,7 @@ import json
 import math
 import os
 import tempfile
+import uuid
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
@@ -57,9 +58,11 @@ def plain(value):
     """``value`` as JSON-able data that is the same from one run (and process) to the next.
 
     Estimators become their class and parameters; arrays their dtype, shape and
-    SHA-256; numbers floats or ints; tuples lists. Anything else falls back to
-    its ``repr``: if that holds a memory address, the key changes every run and
-    the block is simply never reused (never wrongly reused).
+    SHA-256; numbers floats or ints; tuples lists; numpy random generators
+    (``RandomState``, ``Generator``) their state. Anything else falls back to
+    its ``repr``; a ``repr`` that holds a memory address gets a random tag too,
+    so that its block is never reused rather than wrongly reused (CPython
+    gives a freed address to the next object).
     """
     if value is None or isinstance(value, (str, bool)):
         return value
@@ -75,13 +78,18 @@ def plain(value):
     if isinstance(value, np.ndarray):
         data = np.ascontiguousarray(value)
         return {"ndarray": str(data.dtype), "shape": list(data.shape), "sha256": hashlib.sha256(data).hexdigest()}
+    if isinstance(value, np.random.RandomState):  # a fit draws from its state: the same state, the same fit
+        return {"RandomState": plain(list(value.get_state()))}
+    if isinstance(value, np.random.Generator):
+        return {"Generator": plain(value.bit_generator.state)}
     if isinstance(value, type):
         return {"callable": _qualified(value)}
     if hasattr(value, "get_params"):
         return {"class": _qualified(value), "params": plain(value.get_params(deep=False))}
     if callable(value) and hasattr(value, "__qualname__") and "<" not in value.__qualname__:
         return {"callable": f"{getattr(value, '__module__', '?')}.{value.__qualname__}"}
-    return {"repr": repr(value)}
+    text = repr(value)
+    return {"repr": text, "unique": uuid.uuid4().hex} if " at 0x" in text else {"repr": text}
 
 
 def _digest(document) -> str:

@@ -126,6 +126,19 @@ def test_other_parameters_or_data_never_reuse_a_block(tmp_path):
     assert count(Counted(), r) == 0
 
 
+def test_numpy_random_generators_are_keyed_by_their_state_not_their_address(tmp_path):
+    from finvae._checkpoint import plain
+
+    r = market()
+    for seed in range(4):  # freed objects' addresses come back: a key by address would reuse seed 0's blocks
+        assert fits(lambda seed=seed: walk_forward(Counted(random_state=np.random.default_rng(seed)), r,
+                                                   checkpoint_dir=tmp_path, **FAST)) == N_BLOCKS
+    assert fits(lambda: walk_forward(Counted(random_state=np.random.default_rng(1)), r,
+                                     checkpoint_dir=tmp_path, **FAST)) == 0  # the same state: resumed
+    assert plain(np.random.RandomState(0)) == plain(np.random.RandomState(0)) != plain(np.random.RandomState(1))
+    assert plain(object()) != plain(object())  # an address in the repr: never reused
+
+
 def test_a_change_after_a_block_leaves_it_valid_and_new_days_reuse_the_done_blocks(tmp_path):
     r = market()
     walk_forward(Counted(), r, checkpoint_dir=tmp_path, **FAST)
