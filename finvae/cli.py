@@ -663,7 +663,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 on a data error (a one-line message on stderr) or bad usage.
+        0 on success, 2 on a data error (a one-line message on stderr); bad usage
+        raises ``SystemExit(2)`` after argparse's message, as any argparse program does.
 
     Examples
     --------

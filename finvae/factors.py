@@ -299,9 +299,9 @@ def explained_variance(
 
     Examples
     --------
-    >>> import numpy as np, pandas as pd
-    >>> prices = pd.read_csv("finvae/datasets/data/sp500_dataset.csv.gz", index_col=0, parse_dates=True)
-    >>> returns = np.log(prices).diff().iloc[1:]
+    >>> from finvae.datasets import load_sp500_sample, prices_to_returns
+    >>> from finvae.factors import explained_variance
+    >>> returns = prices_to_returns(load_sp500_sample(), stale_days=None)   # RRC's early stale quotes: known
     >>> explained_variance(None, returns, train_end="2012-12-31", n_components=3).round(2)
          n_factors  r2_train  r2_test
     PCA          3      0.48     0.57

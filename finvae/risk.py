@@ -527,6 +527,7 @@ def value_at_risk(model: FinVAE, X: pd.DataFrame | np.ndarray, alpha: float = 0.
     --------
     >>> from finvae import FinVAE
     >>> from finvae.datasets import load_sp500_sample, prices_to_returns
+    >>> from finvae.risk import portfolio_returns
     >>> returns = prices_to_returns(load_sp500_sample())
     >>> model = FinVAE(random_state=0, verbose=0).fit(returns.loc[:"2012"])
     >>> var = model.value_at_risk(returns, alpha=0.01)       # 99 % one-day VaR, equal weights
