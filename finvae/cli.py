@@ -335,6 +335,12 @@ def _check_model_target(folder: Path) -> None:
     if folder.exists() and not (folder.is_dir() and ((folder / MODEL_FILES[0]).is_file() or not any(folder.iterdir()))):
         raise DataError(f"{folder} exists and is not a finvae model folder; it is left as it is. "
                         "Pass a new folder (or an old model's folder, to replace that model) to --model.")
+    ours = {*MODEL_FILES, FIT_INFO}
+    others = sorted(p.name for p in folder.iterdir() if p.name not in ours) if folder.is_dir() else []
+    if others:  # a new fit replaces the folder as a whole: it would delete them
+        raise DataError(f"{folder} holds other files besides its model ({', '.join(others[:3])}"
+                        f"{' ...' if len(others) > 3 else ''}), which replacing the model would delete. Move them "
+                        "out, or pass another --model.")
 
 
 def _save_model(model, folder: Path, info: dict) -> None:
@@ -342,12 +348,15 @@ def _save_model(model, folder: Path, info: dict) -> None:
     import json
 
     from finvae._atomic import atomic_folder
+    from finvae._persistence import MODEL_FILES
 
     _check_model_target(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         with atomic_folder(folder) as staging:
             model.save(staging)
+            # Tied to these tensors: a model saved over them later (FinVAE.save) does not inherit these dates.
+            info = dict(info, tensors_sha256=json.loads((staging / MODEL_FILES[0]).read_text())["tensors_sha256"])
             (staging / FIT_INFO).write_text(json.dumps(info, indent=1))
     except OSError as exc:
         raise DataError(f"Could not save the model to {folder}: {exc.strerror or exc}.") from None
@@ -384,8 +393,13 @@ def _fit_span(folder: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
     """The first and last dates ``finvae fit`` fitted the model on (its ``fit.json``), or None if unknown."""
     import json
 
+    from finvae._persistence import MODEL_FILES
+
     try:
         info = json.loads((folder / FIT_INFO).read_text())
+        saved = json.loads((folder / MODEL_FILES[0]).read_text())
+        if info["tensors_sha256"] != saved["tensors_sha256"]:
+            return None  # another model was saved here since (FinVAE.save): these are not its dates
         return pd.Timestamp(info["start"]), pd.Timestamp(info["end"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a model saved by FinVAE.save, or an unreadable note: the scores do not depend on it

@@ -232,3 +232,22 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     assert cli._run(args) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["finvae: interrupted. Finished files are kept (with --checkpoint, the same command resumes)."]
+
+
+def test_a_refit_keeps_the_user_s_files_and_dates_belong_to_the_model_there(files, prices, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(files / "model", model)
+    (model / "NOTES.txt").write_text("my notes")
+    _fails(["fit", str(files / "prices.csv"), "--model", str(model), *SMALL], capsys,
+           "holds other files besides its model (NOTES.txt)", "Move them out")
+    assert (model / "NOTES.txt").read_text() == "my notes"  # nothing deleted
+    (model / "NOTES.txt").unlink()
+    # Another model saved over the folder from Python: fit.json's dates are not its dates.
+    FinVAE(window=10, latent_dim=2, epochs=1, random_state=0, verbose=0).fit(
+        prices_to_returns(prices).loc[:"2019-03-29"]).save(model)
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(files / "prices.csv"), "--model", str(model), "--out", str(out)]) == 0
+    assert "fitted on dates up to" not in capsys.readouterr().err
+    assert "in_sample" not in _read(out).columns  # unknown, not False for the dates this model was fitted on
