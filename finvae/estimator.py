@@ -1103,6 +1103,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
         check_vectors(tensors, ("mean_", "scale_"), state["n_features_in_"], path / "model.safetensors")
         model.mean_ = tensors.pop("mean_").numpy()
         model.scale_ = tensors.pop("scale_").numpy()
+        if not (np.isfinite(model.scale_).all() and (model.scale_ > 0).all()):  # fit refuses them: so does load
+            raise DataError(f"{path / 'model.safetensors'}: 'scale_' must hold each asset's positive training "
+                            "volatility; it holds zero, negative or non-finite values. Fit the model again and "
+                            "save it.")
         model.n_features_in_ = state["n_features_in_"]
         if state["feature_names_in_"] is not None:
             model.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
@@ -1141,7 +1145,11 @@ class FinVAE(TransformerMixin, BaseEstimator):
         except (ValueError, TypeError) as error:
             raise DataError(f"{json_file}: 'history_' is not a table of equal-length columns ({error}). "
                             "Fit the model again and save it.") from None
-        model.history_.attrs.update(state.get("history_attrs", {}))
+        attrs = state.get("history_attrs", {})
+        if not isinstance(attrs, dict):
+            raise DataError(f"{json_file}: 'history_attrs' must be a mapping (such as {{\"best_epoch\": 12}}); got "
+                            f"{type(attrs).__name__}. Fit the model again and save it.")
+        model.history_.attrs.update(attrs)
         # Last, so that a damaged file gets the more precise errors above.
         if "tensors_sha256" in state and \
                 hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest() != state["tensors_sha256"]:

@@ -147,6 +147,8 @@ def test_unexpected_or_non_finite_tensor(folder):
     _load_fails(folder, "model.safetensors", "does not have: 'model.extra'")
     _edit_tensors(folder, lambda tensors: (tensors.pop("model.extra"), tensors["scale_"].fill_(float("nan"))))
     _load_fails(folder, "model.safetensors", "'scale_' holds NaN")
+    _edit_tensors(folder, lambda tensors: tensors["scale_"].fill_(0.0))  # every score would be NaN
+    _load_fails(folder, "model.safetensors", "'scale_' must hold each asset's positive training volatility")
 
 
 def test_folders_that_are_not_models(tmp_path):
@@ -174,6 +176,7 @@ def test_files_from_two_different_saves(folder, tmp_path):
     (lambda state: state["calibration_"]["residual"].update(rate=-1.0), "'calibration_.residual'"),
     (lambda state: state["history_"]["epoch"].pop(), "'history_' is not a table of equal-length columns"),
     (lambda state: state.update(asset_names_=["A", "B"]), "'asset_names_' must be null or a list of 4"),
+    (lambda state: state.update(history_attrs=[1, 2]), "'history_attrs' must be a mapping"),
 ])
 def test_json_with_edited_calibration_or_history(folder, edit, fault):
     _edit_json(folder, edit)
