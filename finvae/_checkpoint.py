@@ -92,6 +92,12 @@ def plain(value):
     return {"repr": text, "unique": uuid.uuid4().hex} if " at 0x" in text else {"repr": text}
 
 
+def _result_params(estimator) -> dict:
+    """The estimator's parameters, less those that cannot change a result (``verbose``: progress output only)."""
+    return {name: value for name, value in estimator.get_params(deep=True).items()
+            if name != "verbose" and not name.endswith("__verbose")}
+
+
 def _digest(document) -> str:
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -150,7 +156,7 @@ class BlockStore:
             "format": FORMAT,
             "finvae": __version__,
             "estimator": _qualified(estimator),
-            "params": plain(estimator.get_params(deep=True)),
+            "params": plain(_result_params(estimator)),
             "contamination": plain(contamination),
             "columns": [str(c) for c in returns.columns],
             "columns_hash": hashlib.sha256(
@@ -238,7 +244,7 @@ def fit_or_load(directory, estimator, X: pd.DataFrame):
         "format": FORMAT,
         "finvae": __version__,
         "estimator": _qualified(estimator),
-        "params": plain(estimator.get_params(deep=True)),
+        "params": plain(_result_params(estimator)),
         "columns": [str(c) for c in X.columns],
         "dtypes": [str(d) for d in X.dtypes],
         "values": hashlib.sha256(values).hexdigest(),

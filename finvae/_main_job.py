@@ -31,7 +31,7 @@ from finvae.backtest import (
 )
 from finvae.estimator import SCORE_PARTS, FinVAE
 from finvae.factors import exposures
-from finvae.report import write_report
+from finvae.report import REPORT_NAME, write_report
 from finvae.scoring import threshold
 
 __all__ = ["MainJobResult", "MarketShockVAE", "format_summary", "run_main_job"]
@@ -309,6 +309,9 @@ def run_main_job(
                               cost_bps=cost_bps)
     summary = overlay.summary()
 
+    # report.html is written last: removed first, a folder without it holds a run that did not finish
+    # (a run killed while writing would otherwise leave an earlier run's report beside these tables).
+    (out / REPORT_NAME).unlink(missing_ok=True)
     files = [
         _write(factors, out / "factors.csv"),
         _write(wf[["score", "threshold", "refit_date"]], out / "scores.csv"),

@@ -35,6 +35,11 @@ def check_model_folder(path: str | Path) -> Path:
     """``path`` as a Path, if it is a folder that holds ``finvae.json``; else a DataError saying what it is."""
     path = Path(path)
     if not path.exists():
+        # atomic_folder moves a model aside before it moves the new one in: a crash between leaves it there.
+        aside = sorted(path.parent.glob(f".{path.name}.*.old")) if path.parent.is_dir() else []
+        if aside:
+            raise DataError(f"{path}: no such model folder, but {aside[-1]} holds the model that a replacement "
+                            f"interrupted by a crash moved aside. Rename it back: mv '{aside[-1]}' '{path}'.")
         raise DataError(f"{path}: no such model folder. Pass the folder that FinVAE.save (or `finvae fit`) wrote.")
     if not path.is_dir():
         raise DataError(f"{path} is a file, not a model folder. Pass the folder that FinVAE.save (or `finvae fit`) "

@@ -444,6 +444,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from finvae import FinVAE
 
     _check_date_order(args.start, args.end)  # before any work: --start applies to the scores, after the scoring
+    if args.out != "-" and Path(args.out).resolve() == Path(args.prices).resolve():
+        raise DataError(f"--out {args.out} is the price file itself; the scores would overwrite it. Pass another "
+                        "file to --out.")
     model = FinVAE.load(args.model)
     returns = _between(_read_returns(args.prices, args.assume), None, args.end, args.prices)
     fitted = [str(name) for name in getattr(model, "asset_names_", getattr(model, "feature_names_in_", []))]

@@ -139,6 +139,18 @@ def test_numpy_random_generators_are_keyed_by_their_state_not_their_address(tmp_
     assert plain(object()) != plain(object())  # an address in the repr: never reused
 
 
+def test_verbosity_does_not_cost_a_resume(tmp_path):
+    from finvae import FinVAE
+    from finvae._checkpoint import BlockStore
+
+    r = market()
+    quiet, loud = FinVAE(random_state=0, verbose=0), FinVAE(random_state=0, verbose=1)
+    blocks = [(0, 200, 250)]
+    key = BlockStore(tmp_path, quiet, r, None).keys(blocks)
+    assert BlockStore(tmp_path, loud, r, None).keys(blocks) == key  # progress bars change no result
+    assert BlockStore(tmp_path, FinVAE(random_state=1, verbose=0), r, None).keys(blocks) != key
+
+
 def test_a_change_after_a_block_leaves_it_valid_and_new_days_reuse_the_done_blocks(tmp_path):
     r = market()
     walk_forward(Counted(), r, checkpoint_dir=tmp_path, **FAST)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finvae import FinVAE
+from finvae import DataError, FinVAE
 from finvae.cli import main
 from finvae.datasets import load_sp500_sample, prices_to_returns
 
@@ -176,7 +176,7 @@ def test_dates_with_a_time_or_a_zone_are_whole_days_and_fit_start_bounds_in_samp
     utc = prices.set_axis(prices.index.tz_localize("UTC"))  # to_csv writes "2017-06-01 00:00:00+00:00"
     utc.to_csv(tmp_path / "utc.csv")
     for name in ("closes", "utc"):
-        model, out = str(tmp_path / f"{name}_model"), str(tmp_path / f"{name}.csv")
+        model, out = str(tmp_path / f"{name}_model"), str(tmp_path / f"{name}_scores.csv")
         assert main(["fit", str(tmp_path / f"{name}.csv"), "--model", model, "--start", "2018-01-02",
                      "--end", "2018-06-29", *SMALL]) == 0
         assert "to 2018-06-29" in capsys.readouterr().out  # the end day itself, 16:00 close included
@@ -251,3 +251,22 @@ def test_a_refit_keeps_the_user_s_files_and_dates_belong_to_the_model_there(file
     assert main(["score", str(files / "prices.csv"), "--model", str(model), "--out", str(out)]) == 0
     assert "fitted on dates up to" not in capsys.readouterr().err
     assert "in_sample" not in _read(out).columns  # unknown, not False for the dates this model was fitted on
+
+
+def test_score_refuses_to_write_over_its_price_file(files, tmp_path, capsys):
+    import shutil
+
+    prices = tmp_path / "prices.csv"
+    shutil.copy(files / "prices.csv", prices)
+    before = prices.read_bytes()
+    _fails(["score", str(prices), "--model", str(files / "model"), "--out", str(prices)], capsys,
+           "is the price file itself")
+    assert prices.read_bytes() == before
+
+
+def test_a_model_moved_aside_by_a_crash_is_named_when_loading(files, tmp_path):
+    import shutil
+
+    shutil.copytree(files / "model", tmp_path / ".model.x1y2.old")  # where a crash mid-replacement leaves it
+    with pytest.raises(DataError, match=r"\.model\.x1y2\.old holds the model .* Rename it back"):
+        FinVAE.load(tmp_path / "model")
