@@ -1095,6 +1095,17 @@ class FinVAE(TransformerMixin, BaseEstimator):
                 "Fit the model again and save it."
             )
         if state.get("format") != SAVE_FORMAT:
+            from finvae import __version__
+
+            name, _, version = str(state.get("format")).rpartition("/")
+            ours = int(SAVE_FORMAT.rpartition("/")[2])
+            if name == SAVE_FORMAT.rpartition("/")[0] and version.isdigit():
+                newer = int(version) > ours
+                raise DataError(
+                    f"{path} holds a FinVAE saved in format {version}, and this finvae ({__version__}) reads format "
+                    f"{ours}: " + ("upgrade finvae to load it." if newer else "fit the model again with this finvae "
+                                   "and save it (older formats lack what this version computes).")
+                )
             raise DataError(f"{path} does not hold a saved FinVAE (format {state.get('format')!r}).")
         check_state(state, _STATE_KEYS, path / "finvae.json")
         params = check_params(cls, state["params"], path / "finvae.json")  # lists as tuples: JSON has none
