@@ -104,7 +104,8 @@ LOOKBACK = 252
 #: (bounded influence) and is not counted twice.
 REGIME_CAP = float(chi2.ppf(0.999, 1))
 
-#: Least scored days in a date's lookback for a covariance forecast (NaN below).
+#: Least scored days in a date's lookback for a covariance forecast (NaN below): about a trading
+#: month, so that the residual covariance of a handful of assets is not a few days' outer products.
 MIN_DAYS = 20
 
 #: Least standardized outcomes known at a date for its VaR and ES (NaN below): about a trading
