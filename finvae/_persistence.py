@@ -11,18 +11,28 @@ Nothing here runs code from the files (JSON and safetensors only).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
+from safetensors.torch import save as save_tensors
+from sklearn.utils.validation import check_is_fitted
 
+from finvae._atomic import atomic_path, write_text
 from finvae._exceptions import DataError
+from finvae.nn._returns import ReturnsVAE
+from finvae.scoring import _PROBS, STATISTICS
+from finvae.simulation import dynamics_arrays, dynamics_from_arrays
 
 __all__ = [
     "check_int", "check_keys", "check_model_folder", "check_number", "check_params", "check_state", "check_state_dict",
-    "check_tail", "check_vectors", "read_json", "read_tensors",
+    "check_tail", "check_vectors", "load_model", "read_json", "read_tensors", "save_model",
 ]
 
 #: What a folder written by ``FinVAE.save`` holds.
@@ -219,3 +229,156 @@ def check_state(state: Mapping, required_keys: Iterable[str], file: str | Path) 
     history = state.get("history_")
     if "history_" in state and not (isinstance(history, dict) and "epoch" in history):
         raise DataError(f"{file}: 'history_' must be an object with an 'epoch' column. {_REFIT}")
+
+
+#: Saved models: the ``format`` written by ``FinVAE.save``. Older formats' calibrations do not fit
+#: today's parts; loading them says why (``_OLDER_FORMATS``).
+SAVE_FORMAT = "finvae.FinVAE/5"
+_OLDER_FORMATS = {
+    "finvae.FinVAE/1": "its residual score part was the mean squared residual",
+    "finvae.FinVAE/2": "its KL and single-asset score parts were not relative to their recent levels",
+    "finvae.FinVAE/3": "its KL and single-asset score parts were relative to their recent levels",
+    "finvae.FinVAE/4": "its score had a KL part where it now has a market part (KL and index move)",
+}
+#: The entries of ``finvae.json`` that :meth:`FinVAE.load` reads (checked by ``_persistence.check_state``).
+_STATE_KEYS = ("params", "threshold_", "n_features_in_", "feature_names_in_", "calibration_",
+               "asset_calibration_", "dynamics_dates", "history_")
+
+def save_model(model, path: str | Path) -> Path:
+    """:meth:`finvae.FinVAE.save`: a fitted model to the folder ``path``, tensors in safetensors, the rest in JSON."""
+    check_is_fitted(model)
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path} is a file; FinVAE.save writes a folder. Pass a folder's path.")
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.model_.state_dict().items()}
+    tensors["mean_"] = torch.from_numpy(model.mean_)
+    tensors["scale_"] = torch.from_numpy(model.scale_)
+    dynamics_dates = None
+    if getattr(model, "dynamics_", None) is not None:
+        arrays, dynamics_dates = dynamics_arrays(model.dynamics_)
+        tensors.update({f"dynamics.{name}": torch.from_numpy(array) for name, array in arrays.items()})
+    # Everything is serialised before any file is touched, so an error leaves a previous save whole. Each
+    # file is written beside its final name, then renamed over it (never half a file); the JSON names the
+    # tensors file's hash, so that a crash between the two renames is caught at load, not read as one model.
+    payload = save_tensors(tensors)
+    if isinstance(model.random_state, np.random.RandomState):  # here, where the warning can name the caller's line
+        warnings.warn("random_state is a RandomState instance, which cannot be saved as JSON: it is saved as None. "
+                      "The fitted model is saved whole; only a refit of the loaded one would draw other numbers.",
+                      UserWarning, stacklevel=3)
+    state = {
+        "format": SAVE_FORMAT,
+        "tensors_sha256": hashlib.sha256(payload).hexdigest(),
+        "params": model.get_params(),
+        "threshold_": model.threshold_,
+        "n_features_in_": model.n_features_in_,
+        "feature_names_in_": None if not hasattr(model, "feature_names_in_") else list(model.feature_names_in_),
+        "asset_names_": None if not hasattr(model, "asset_names_") else [
+            list(label) if isinstance(label, tuple) else label for label in model.asset_names_],
+        "calibration_": model.calibration_,
+        "asset_calibration_": model.asset_calibration_,
+        "dynamics_dates": dynamics_dates,
+        "history_": model.history_.reset_index().to_dict(orient="list"),
+        "history_attrs": model.history_.attrs,  # best_epoch
+    }
+    text = json.dumps(state, indent=1, default=_json_value)
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path / "model.safetensors") as temporary:
+        temporary.write_bytes(payload)
+    write_text(text, path / "finvae.json")
+    return path
+
+
+def load_model(cls, path: str | Path):
+    """:meth:`finvae.FinVAE.load`: a model saved by :func:`save_model` (reads JSON and safetensors only)."""
+    path = check_model_folder(path)
+    state = read_json(path / "finvae.json")
+    if state.get("format") in _OLDER_FORMATS:
+        raise DataError(
+            f"{path} holds a FinVAE saved by an older finvae ({state['format']}): "
+            f"{_OLDER_FORMATS[state['format']]}, and its calibration does not fit today's score. "
+            "Fit the model again and save it."
+        )
+    if state.get("format") != SAVE_FORMAT:
+        from finvae import __version__
+
+        name, _, version = str(state.get("format")).rpartition("/")
+        ours = int(SAVE_FORMAT.rpartition("/")[2])
+        if name == SAVE_FORMAT.rpartition("/")[0] and version.isdigit():
+            newer = int(version) > ours
+            raise DataError(
+                f"{path} holds a FinVAE saved in format {version}, and this finvae ({__version__}) reads format "
+                f"{ours}: " + ("upgrade finvae to load it." if newer else "fit the model again with this finvae "
+                               "and save it (older formats lack what this version computes).")
+            )
+        raise DataError(f"{path} does not hold a saved FinVAE (format {state.get('format')!r}).")
+    check_state(state, _STATE_KEYS, path / "finvae.json")
+    params = check_params(cls, state["params"], path / "finvae.json")  # lists as tuples: JSON has none
+    model = cls(**params)
+    tensors = read_tensors(path / "model.safetensors")
+    check_vectors(tensors, ("mean_", "scale_"), state["n_features_in_"], path / "model.safetensors")
+    model.mean_ = tensors.pop("mean_").numpy()
+    model.scale_ = tensors.pop("scale_").numpy()
+    if not (np.isfinite(model.scale_).all() and (model.scale_ > 0).all()):  # fit refuses them: so does load
+        raise DataError(f"{path / 'model.safetensors'}: 'scale_' must hold each asset's positive training "
+                        "volatility; it holds zero, negative or non-finite values. Fit the model again and "
+                        "save it.")
+    model.n_features_in_ = state["n_features_in_"]
+    if state["feature_names_in_"] is not None:
+        model.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
+    if state.get("asset_names_") is not None:  # absent in folders saved before it existed
+        model.asset_names_ = np.empty(model.n_features_in_, dtype=object)
+        model.asset_names_[:] = [tuple(label) if isinstance(label, list) else label
+                                 for label in state["asset_names_"]]
+    dynamics = {name.removeprefix("dynamics."): tensors.pop(name).numpy()
+                for name in [name for name in tensors if name.startswith("dynamics.")]}
+    model.dynamics_ = None
+    if state["dynamics_dates"] is not None:
+        try:
+            model.dynamics_ = dynamics_from_arrays(dynamics, state["dynamics_dates"], model.latent_dim,
+                                                   state["n_features_in_"])
+            if len(model.dynamics_.variances) != len(model._vol_halflives()):
+                raise ValueError(f"dynamics.variances has {len(model.dynamics_.variances)} volatility legs, "
+                                 f"but vol_halflife={model.vol_halflife!r} needs {len(model._vol_halflives())}")
+        except (KeyError, ValueError, TypeError) as error:
+            raise DataError(f"{path / 'model.safetensors'}: the simulation dynamics are damaged ({error}). "
+                            "Fit the model again and save it.") from None
+    model.model_ = ReturnsVAE(model.n_features_in_, model.window, model.latent_dim, model.hidden)
+    tensors = check_state_dict(model.model_, tensors, path / "model.safetensors", prefix="model.")
+    model.model_.load_state_dict(tensors)
+    model.model_.eval()
+    model.threshold_ = state["threshold_"]
+    model._fitted_structure = model._structure()
+    json_file = path / "finvae.json"
+    for name in STATISTICS:
+        check_tail(state["calibration_"].get(name), f"calibration_.{name}", len(_PROBS), json_file)
+    for i, entry in enumerate(state["asset_calibration_"]):
+        check_tail(entry, f"asset_calibration_[{i}]", len(_PROBS), json_file)
+    model.calibration_ = state["calibration_"]
+    model.asset_calibration_ = state["asset_calibration_"]
+    try:
+        model.history_ = pd.DataFrame(state["history_"]).set_index("epoch")
+    except (ValueError, TypeError) as error:
+        raise DataError(f"{json_file}: 'history_' is not a table of equal-length columns ({error}). "
+                        "Fit the model again and save it.") from None
+    attrs = state.get("history_attrs", {})
+    if not isinstance(attrs, dict):
+        raise DataError(f"{json_file}: 'history_attrs' must be a mapping (such as {{\"best_epoch\": 12}}); got "
+                        f"{type(attrs).__name__}. Fit the model again and save it.")
+    model.history_.attrs.update(attrs)
+    # Last, so that a damaged file gets the more precise errors above.
+    if "tensors_sha256" in state and \
+            hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest() != state["tensors_sha256"]:
+        raise DataError(f"{path}: model.safetensors and finvae.json come from different saves (a save was "
+                        "interrupted, or one file was copied from another model). Fit the model again and save it.")
+    return model
+
+
+def _json_value(value):
+    """JSON for what ``json`` cannot write: numpy numbers (e.g. a grid search's parameters) and a RandomState."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.random.RandomState):  # save_model has warned
+        return None
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

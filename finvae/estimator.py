@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 import warnings
@@ -14,31 +12,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save as save_tensors
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from finvae._atomic import atomic_path, write_text
 from finvae._exceptions import DataError
-from finvae._persistence import (
-    check_model_folder,
-    check_params,
-    check_state,
-    check_state_dict,
-    check_tail,
-    check_vectors,
-    read_json,
-    read_tensors,
-)
+from finvae._persistence import load_model, save_model
 from finvae._validation import check_returns
 from finvae.nn._core import gaussian_kl
 from finvae.nn._returns import ReturnsVAE
 from finvae.scoring import (
-    _PROBS,
     SCORE_PARTS,
-    STATISTICS,
     combine,
     fit_calibration,
     index_move,
@@ -46,7 +31,7 @@ from finvae.scoring import (
     raw_parts,
     threshold,
 )
-from finvae.simulation import dynamics_arrays, dynamics_from_arrays, training_dynamics
+from finvae.simulation import training_dynamics
 from finvae.training import TrainingConfig, resolve_device, seeded, torch_threads, train_vae
 from finvae.windows import WindowBatches, ewma_scale
 
@@ -56,19 +41,6 @@ if TYPE_CHECKING:
     from finvae.simulation import Dynamics
 
 __all__ = ["FinVAE", "elbo_scorer"]
-
-#: Saved models: the ``format`` written by ``FinVAE.save``. Older formats' calibrations do not fit
-#: today's parts; loading them says why (``_OLDER_FORMATS``).
-SAVE_FORMAT = "finvae.FinVAE/5"
-_OLDER_FORMATS = {
-    "finvae.FinVAE/1": "its residual score part was the mean squared residual",
-    "finvae.FinVAE/2": "its KL and single-asset score parts were not relative to their recent levels",
-    "finvae.FinVAE/3": "its KL and single-asset score parts were relative to their recent levels",
-    "finvae.FinVAE/4": "its score had a KL part where it now has a market part (KL and index move)",
-}
-#: The entries of ``finvae.json`` that :meth:`FinVAE.load` reads (checked by ``_persistence.check_state``).
-_STATE_KEYS = ("params", "threshold_", "n_features_in_", "feature_names_in_", "calibration_",
-               "asset_calibration_", "dynamics_dates", "history_")
 
 #: Window ends per training example (see ``WindowBatches``), at least. Each example also carries
 #: the ``window - 1`` days of context its first window needs, so longer stretches recompute less
@@ -1041,42 +1013,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         training days makes the file about ``4 * n_days * n_assets * 3`` bytes
         (1.8 MB for 20 stocks and 30 years).
         """
-        check_is_fitted(self)
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise DataError(f"{path} is a file; FinVAE.save writes a folder. Pass a folder's path.")
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        tensors["mean_"] = torch.from_numpy(self.mean_)
-        tensors["scale_"] = torch.from_numpy(self.scale_)
-        dynamics_dates = None
-        if getattr(self, "dynamics_", None) is not None:
-            arrays, dynamics_dates = dynamics_arrays(self.dynamics_)
-            tensors.update({f"dynamics.{name}": torch.from_numpy(array) for name, array in arrays.items()})
-        # Everything is serialised before any file is touched, so an error leaves a previous save whole. Each
-        # file is written beside its final name, then renamed over it (never half a file); the JSON names the
-        # tensors file's hash, so that a crash between the two renames is caught at load, not read as one model.
-        payload = save_tensors(tensors)
-        state = {
-            "format": SAVE_FORMAT,
-            "tensors_sha256": hashlib.sha256(payload).hexdigest(),
-            "params": self.get_params(),
-            "threshold_": self.threshold_,
-            "n_features_in_": self.n_features_in_,
-            "feature_names_in_": None if not hasattr(self, "feature_names_in_") else list(self.feature_names_in_),
-            "asset_names_": None if not hasattr(self, "asset_names_") else [
-                list(label) if isinstance(label, tuple) else label for label in self.asset_names_],
-            "calibration_": self.calibration_,
-            "asset_calibration_": self.asset_calibration_,
-            "dynamics_dates": dynamics_dates,
-            "history_": self.history_.reset_index().to_dict(orient="list"),
-            "history_attrs": self.history_.attrs,  # best_epoch
-        }
-        text = json.dumps(state, indent=1, default=_json_value)
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / "model.safetensors") as temporary:
-            temporary.write_bytes(payload)
-        write_text(text, path / "finvae.json")
-        return path
+        return save_model(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> FinVAE:
@@ -1086,101 +1023,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         that is not a saved model, and for damaged files: truncated or edited
         JSON, a missing file, a missing or mis-shaped tensor.
         """
-        path = check_model_folder(path)
-        state = read_json(path / "finvae.json")
-        if state.get("format") in _OLDER_FORMATS:
-            raise DataError(
-                f"{path} holds a FinVAE saved by an older finvae ({state['format']}): "
-                f"{_OLDER_FORMATS[state['format']]}, and its calibration does not fit today's score. "
-                "Fit the model again and save it."
-            )
-        if state.get("format") != SAVE_FORMAT:
-            from finvae import __version__
-
-            name, _, version = str(state.get("format")).rpartition("/")
-            ours = int(SAVE_FORMAT.rpartition("/")[2])
-            if name == SAVE_FORMAT.rpartition("/")[0] and version.isdigit():
-                newer = int(version) > ours
-                raise DataError(
-                    f"{path} holds a FinVAE saved in format {version}, and this finvae ({__version__}) reads format "
-                    f"{ours}: " + ("upgrade finvae to load it." if newer else "fit the model again with this finvae "
-                                   "and save it (older formats lack what this version computes).")
-                )
-            raise DataError(f"{path} does not hold a saved FinVAE (format {state.get('format')!r}).")
-        check_state(state, _STATE_KEYS, path / "finvae.json")
-        params = check_params(cls, state["params"], path / "finvae.json")  # lists as tuples: JSON has none
-        model = cls(**params)
-        tensors = read_tensors(path / "model.safetensors")
-        check_vectors(tensors, ("mean_", "scale_"), state["n_features_in_"], path / "model.safetensors")
-        model.mean_ = tensors.pop("mean_").numpy()
-        model.scale_ = tensors.pop("scale_").numpy()
-        if not (np.isfinite(model.scale_).all() and (model.scale_ > 0).all()):  # fit refuses them: so does load
-            raise DataError(f"{path / 'model.safetensors'}: 'scale_' must hold each asset's positive training "
-                            "volatility; it holds zero, negative or non-finite values. Fit the model again and "
-                            "save it.")
-        model.n_features_in_ = state["n_features_in_"]
-        if state["feature_names_in_"] is not None:
-            model.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
-        if state.get("asset_names_") is not None:  # absent in folders saved before it existed
-            model.asset_names_ = np.empty(model.n_features_in_, dtype=object)
-            model.asset_names_[:] = [tuple(label) if isinstance(label, list) else label
-                                     for label in state["asset_names_"]]
-        dynamics = {name.removeprefix("dynamics."): tensors.pop(name).numpy()
-                    for name in [name for name in tensors if name.startswith("dynamics.")]}
-        model.dynamics_ = None
-        if state["dynamics_dates"] is not None:
-            try:
-                model.dynamics_ = dynamics_from_arrays(dynamics, state["dynamics_dates"], model.latent_dim,
-                                                       state["n_features_in_"])
-                if len(model.dynamics_.variances) != len(model._vol_halflives()):
-                    raise ValueError(f"dynamics.variances has {len(model.dynamics_.variances)} volatility legs, "
-                                     f"but vol_halflife={model.vol_halflife!r} needs {len(model._vol_halflives())}")
-            except (KeyError, ValueError, TypeError) as error:
-                raise DataError(f"{path / 'model.safetensors'}: the simulation dynamics are damaged ({error}). "
-                                "Fit the model again and save it.") from None
-        model.model_ = ReturnsVAE(model.n_features_in_, model.window, model.latent_dim, model.hidden)
-        tensors = check_state_dict(model.model_, tensors, path / "model.safetensors", prefix="model.")
-        model.model_.load_state_dict(tensors)
-        model.model_.eval()
-        model.threshold_ = state["threshold_"]
-        model._fitted_structure = model._structure()
-        json_file = path / "finvae.json"
-        for name in STATISTICS:
-            check_tail(state["calibration_"].get(name), f"calibration_.{name}", len(_PROBS), json_file)
-        for i, entry in enumerate(state["asset_calibration_"]):
-            check_tail(entry, f"asset_calibration_[{i}]", len(_PROBS), json_file)
-        model.calibration_ = state["calibration_"]
-        model.asset_calibration_ = state["asset_calibration_"]
-        try:
-            model.history_ = pd.DataFrame(state["history_"]).set_index("epoch")
-        except (ValueError, TypeError) as error:
-            raise DataError(f"{json_file}: 'history_' is not a table of equal-length columns ({error}). "
-                            "Fit the model again and save it.") from None
-        attrs = state.get("history_attrs", {})
-        if not isinstance(attrs, dict):
-            raise DataError(f"{json_file}: 'history_attrs' must be a mapping (such as {{\"best_epoch\": 12}}); got "
-                            f"{type(attrs).__name__}. Fit the model again and save it.")
-        model.history_.attrs.update(attrs)
-        # Last, so that a damaged file gets the more precise errors above.
-        if "tensors_sha256" in state and \
-                hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest() != state["tensors_sha256"]:
-            raise DataError(f"{path}: model.safetensors and finvae.json come from different saves (a save was "
-                            "interrupted, or one file was copied from another model). Fit the model again and save it.")
-        return model
-
-
-def _json_value(value):
-    """JSON for what ``json`` cannot write: numpy numbers (e.g. a grid search's parameters) and a RandomState."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.random.RandomState):
-        warnings.warn("random_state is a RandomState instance, which cannot be saved as JSON: it is saved as None. "
-                      "The fitted model is saved whole; only a refit of the loaded one would draw other numbers.",
-                      UserWarning, stacklevel=4)
-        return None
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+        return load_model(cls, path)
 
 
 def _asset_labels(columns: pd.Index) -> np.ndarray:

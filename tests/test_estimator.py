@@ -408,7 +408,7 @@ def test_a_save_that_fails_leaves_the_previous_model_whole(model, returns, tmp_p
     def failing_dumps(*args, **kwargs):
         raise TypeError("not serializable")
 
-    monkeypatch.setattr("finvae.estimator.json.dumps", failing_dumps)
+    monkeypatch.setattr("finvae._persistence.json.dumps", failing_dumps)
     with pytest.raises(TypeError):
         other.save(folder)
     monkeypatch.undo()
