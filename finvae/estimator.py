@@ -856,16 +856,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
             return simulation.sample(self, n, random_state, returns=returns,
                                      dynamics=None if dynamics is True else dynamics, noise=noise)
-        from finvae.simulation import _positive_int
+        from finvae.simulation import sample_static
 
-        n = _positive_int(n, "n")
-        with seeded(_seed(random_state) if random_state is not None else None), torch.no_grad():
-            z = torch.randn(n, self.window, self.latent_dim)
-            decoded = self.model_.decode(z)
-            if noise:
-                decoded = decoded + self.model_.log_scale.exp() * torch.randn_like(decoded)
-        scale = self.scale_ if volatility is None else np.asarray(volatility, dtype=np.float64)
-        return self.mean_ + scale * decoded.numpy().astype(np.float64)
+        return sample_static(self, n, _seed(random_state) if random_state is not None else None,
+                             volatility=volatility, noise=noise)
 
     def simulate(self, returns: pd.DataFrame | np.ndarray, horizon: int = 20, n_paths: int = 1000,
                  random_state: int | np.random.RandomState | np.random.Generator | None = None, *,

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
     from finvae.estimator import FinVAE
 
-__all__ = ["Dynamics", "fit_dynamics", "sample", "simulate", "state_at"]
+__all__ = ["Dynamics", "fit_dynamics", "sample", "sample_static", "simulate", "state_at"]
 
 #: The arrays of a :class:`Dynamics`, as saved with a model (``FinVAE.save``): name → dtype.
 _ARRAYS = {"intercept": np.float64, "transition": np.float64, "innovations": np.float64, "residuals": np.float32,
@@ -475,6 +475,34 @@ def simulate_from_states(model: FinVAE, dynamics: Dynamics, codes: ArrayLike, va
     """Paths from given states (one path per state): codes (n, latent_dim), variances (n_legs, n, n_assets)."""
     return _run(model, dynamics, np.asarray(codes), np.asarray(variances), _positive_int(horizon, "horizon"),
                 _generator(random_state), shift=shift, noise=noise)
+
+
+def sample_static(model: FinVAE, n: int, seed: int | None = None, *, volatility: ArrayLike | None = None,
+                  noise: bool = True) -> np.ndarray:
+    """Windows from the static prior: each day's code drawn from N(0, I) independently and decoded.
+
+    A draw from ``p(x) = ∫ p(x | z) p(z) dz`` with no memory (``FinVAE.sample(dynamics=False)``): with
+    ``noise``, the likelihood's Gaussian noise is added; returns at one volatility, ``volatility`` (default
+    the training standard deviation). ``seed`` seeds torch's generator (None: its current state).
+
+    Examples
+    --------
+    >>> windows = sample_static(model, 500, seed=0)     # doctest: +SKIP
+    >>> windows.shape                                   # doctest: +SKIP
+    (500, 20, 20)
+    """
+    import torch
+
+    from finvae.training import seeded
+
+    n = _positive_int(n, "n")
+    with seeded(seed), torch.no_grad():
+        z = torch.randn(n, model.window, model.latent_dim)
+        decoded = model.model_.decode(z)
+        if noise:
+            decoded = decoded + model.model_.log_scale.exp() * torch.randn_like(decoded)
+    scale = model.scale_ if volatility is None else np.asarray(volatility, dtype=np.float64)
+    return model.mean_ + scale * decoded.numpy().astype(np.float64)
 
 
 def sample(model: FinVAE, n: int, random_state: int | np.random.RandomState | np.random.Generator | None = None, *,
