@@ -31,7 +31,7 @@ from finvae.backtest import (
 )
 from finvae.estimator import SCORE_PARTS, FinVAE
 from finvae.factors import exposures
-from finvae.report import REPORT_NAME, write_report
+from finvae.report import PERCENT_MEASURES, REPORT_NAME, write_report
 from finvae.scoring import threshold
 
 __all__ = ["MainJobResult", "MarketShockVAE", "format_summary", "run_main_job"]
@@ -383,9 +383,8 @@ def _draw(out: Path, returns: pd.DataFrame, wf: pd.DataFrame, factors: pd.DataFr
 
 def format_summary(summary: pd.DataFrame) -> str:
     """The summary table as text: percentages for returns, drawdowns and shares, two decimals for ratios."""
-    percent = {"annual return", "volatility", "max drawdown", "days de-risked", "average exposure"}
     rows = {
-        measure: ["n/a" if pd.isna(v) else f"{v:.1%}" if measure in percent else f"{v:.2f}" for v in values]
+        measure: ["n/a" if pd.isna(v) else f"{v:.1%}" if measure in PERCENT_MEASURES else f"{v:.2f}" for v in values]
         for measure, values in summary.iterrows()
     }
     table = pd.DataFrame.from_dict(rows, orient="index", columns=summary.columns)

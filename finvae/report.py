@@ -33,7 +33,7 @@ __all__ = ["REPORT_NAME", "package_versions", "write_report"]
 
 REPORT_NAME = "report.html"
 
-#: Summary measures shown as percentages (as ``format_summary`` prints them); the others with two decimals.
+#: Summary measures shown as percentages, here and by ``format_summary``; the others with two decimals.
 PERCENT_MEASURES = {"annual return", "volatility", "max drawdown", "days de-risked", "average exposure"}
 
 #: What each figure of the main job shows, by file name; other images get their file name as caption.
