@@ -620,13 +620,7 @@ def _simulated_scenarios(model, history, vector, strengths, weights, kind, n_pat
     levels = [float(q) for q in np.atleast_1d(quantiles)]
     if not all(0 <= q <= 1 for q in levels):
         raise DataError(f"quantiles must lie between 0 and 1; got {levels}.")
-    n_paths = simulation._positive_int(n_paths, "n_paths")
-    states = simulation._states(model, history)  # one pass: the start state, and the dynamics when none are given
-    code, variances = simulation._last_state(model, states)
-    if dynamics is None:
-        dynamics = simulation._dynamics(model, *states[:5])
-    codes = np.broadcast_to(code, (n_paths, len(code)))
-    variances = np.broadcast_to(variances[:, None, :], (variances.shape[0], n_paths, variances.shape[1]))
+    dynamics, codes, variances = simulation.starting_states(model, history, n_paths, dynamics)
     assets = pd.Index(history.columns, name="asset")
     weights = _weights(weights, assets)
     at = history.index[-1]

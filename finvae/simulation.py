@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
     from finvae.estimator import FinVAE
 
-__all__ = ["Dynamics", "fit_dynamics", "sample", "sample_static", "simulate", "state_at"]
+__all__ = ["Dynamics", "fit_dynamics", "sample", "sample_static", "simulate", "starting_states", "state_at"]
 
 #: The arrays of a :class:`Dynamics`, as saved with a model (``FinVAE.save``): name → dtype.
 _ARRAYS = {"intercept": np.float64, "transition": np.float64, "innovations": np.float64, "residuals": np.float32,
@@ -452,21 +452,32 @@ def simulate(model: FinVAE, returns: pd.DataFrame | np.ndarray, horizon: int = 2
     (500, 10, 20)
     """
     horizon = _positive_int(horizon, "horizon")
-    n_paths = _positive_int(n_paths, "n_paths")
-    states = _states(model, returns)  # one pass gives the start state, and the dynamics when none are given
-    code, variances = _last_state(model, states)
-    if dynamics is None:
-        dynamics = _dynamics(model, *states[:5])
+    dynamics, codes, v = starting_states(model, returns, n_paths, dynamics)
     if shift is not None:
         shift = np.asarray(shift, dtype=np.float64)
         if shift.shape != (model.latent_dim,):
             raise DataError(f"shift has shape {shift.shape}; this model's codes have {model.latent_dim} values.")
         if not np.isfinite(shift).all():
             raise DataError(f"shift holds NaN or infinite values ({shift.tolist()}); pass finite numbers.")
-    rng = _generator(random_state)
+    return _run(model, dynamics, codes, v, horizon, _generator(random_state), shift=shift, noise=noise)
+
+
+def starting_states(model: FinVAE, returns: pd.DataFrame | np.ndarray, n_paths: int,
+                    dynamics: Dynamics | None = None) -> tuple[Dynamics, np.ndarray, np.ndarray]:
+    """The state after the last date of ``returns``, once per path, and the dynamics to run it with.
+
+    Returns ``(dynamics, codes, variances)``: ``dynamics`` as given, or learned from ``returns`` (in the
+    same pass); ``codes`` of shape (n_paths, latent_dim) and ``variances`` of shape (n_legs, n_paths,
+    n_assets), read-only views of the one state; :func:`simulate_from_states` runs them.
+    """
+    n_paths = _positive_int(n_paths, "n_paths")
+    states = _states(model, returns)  # one pass gives the start state, and the dynamics when none are given
+    code, variances = _last_state(model, states)
+    if dynamics is None:
+        dynamics = _dynamics(model, *states[:5])
     codes = np.broadcast_to(code, (n_paths, len(code)))
-    v = np.broadcast_to(variances[:, None, :], (variances.shape[0], n_paths, variances.shape[1]))
-    return _run(model, dynamics, codes, v, horizon, rng, shift=shift, noise=noise)
+    variances = np.broadcast_to(variances[:, None, :], (variances.shape[0], n_paths, variances.shape[1]))
+    return dynamics, codes, variances
 
 
 def simulate_from_states(model: FinVAE, dynamics: Dynamics, codes: ArrayLike, variances: ArrayLike, horizon: int,
