@@ -67,7 +67,8 @@ if TYPE_CHECKING:
 
     from finvae.estimator import FinVAE
 
-__all__ = ["Dynamics", "fit_dynamics", "sample", "sample_static", "simulate", "starting_states", "state_at"]
+__all__ = ["Dynamics", "fit_dynamics", "sample", "sample_static", "simulate", "simulate_from_states", "starting_states",
+           "state_at"]
 
 #: The arrays of a :class:`Dynamics`, as saved with a model (``FinVAE.save``): name → dtype.
 _ARRAYS = {"intercept": np.float64, "transition": np.float64, "innovations": np.float64, "residuals": np.float32,
