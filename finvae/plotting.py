@@ -51,8 +51,19 @@ def _line_markers(values) -> dict:
 
 
 def _frame_one_date(ax, dates) -> None:
-    """A week around the date when there is only one: matplotlib would otherwise span years around it."""
-    dates = pd.DatetimeIndex(dates).unique()
+    """Readable dates on the x axis, and a week around the date when there is only one.
+
+    Matplotlib's concise date labels (a year once, then months or days) do not collide on a month of
+    dates as the full ones do; with a single date, matplotlib would span years around it.
+    """
+    import matplotlib.dates as mdates
+
+    if not isinstance(dates, pd.DatetimeIndex):
+        return  # another index (numbers): matplotlib's own labels
+    locator = mdates.AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    dates = dates.unique()
     if len(dates) == 1:
         ax.set_xlim(dates[0] - pd.Timedelta(days=3), dates[0] + pd.Timedelta(days=3))
 

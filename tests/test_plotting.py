@@ -218,6 +218,7 @@ def test_a_single_date_is_drawn_as_a_point_in_a_week_around_it(scores, dates):
             assert lines and all(line.get_marker() == "o" for line in lines)  # matplotlib draws no 1-point line
             low, high = matplotlib.dates.num2date(ax.get_xlim())
             assert (high - low).days == 6
+            assert isinstance(ax.xaxis.get_major_formatter(), matplotlib.dates.ConciseDateFormatter)  # no collisions
     many = plot_scores(scores, 4.0).axes[0].get_lines()[0]
     assert many.get_marker() == "None"  # a line of many dates stays a plain line
 
