@@ -350,10 +350,7 @@ def _write(frame: pd.DataFrame, path: Path, index_label: str = "Date") -> Path:
 
 def _draw(out: Path, returns: pd.DataFrame, wf: pd.DataFrame, factors: pd.DataFrame, shares: pd.DataFrame,
           overlay: OverlayResult, signal: str) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no window, works without a display
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the caller's backend (a notebook's inline one stays); `finvae run` uses Agg
 
     from finvae.plotting import equal_weight_index, plot_asset_contributions, plot_factors, plot_scores
 

@@ -580,6 +580,9 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures to files only: no window, and no display needed
     from finvae._main_job import format_summary, run_main_job
     from finvae.datasets import download_prices, load_sp500_sample, prices_to_returns
 

@@ -563,9 +563,12 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
     def _warn_other_units(self, values: np.ndarray) -> None:
         """Warn when returns are some 30 times larger or smaller than the training ones: percent against decimals?"""
-        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)  # an asset without data here: a NaN ratio, skipped
-            ratio = np.nanmedian(np.nanstd(values, axis=0) / self.scale_)  # each asset's volatility, here / at fit
+        # Each asset's volatility here / at fit, over the assets with two returns or more (checked, rather than
+        # silenced with catch_warnings, which resets Python's record of the warnings already shown).
+        seen = np.count_nonzero(~np.isnan(values), axis=0) >= 2
+        if not seen.any():
+            return
+        ratio = np.median(np.nanstd(values[:, seen], axis=0) / self.scale_[seen])
         if np.isfinite(ratio) and not 1 / 30 < ratio < 30:
             _warn(f"the returns' volatility is about {ratio:.3g} times that of the training returns: are they in "
                   "other units, percent against decimals? Pass them in the units the model was fitted on.")
