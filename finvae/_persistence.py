@@ -29,6 +29,7 @@ from finvae._exceptions import DataError
 from finvae.nn._returns import ReturnsVAE
 from finvae.scoring import _PROBS, STATISTICS
 from finvae.simulation import dynamics_arrays, dynamics_from_arrays
+from finvae.training import seeded
 
 __all__ = [
     "check_int", "check_keys", "check_model_folder", "check_number", "check_params", "check_state", "check_state_dict",
@@ -342,7 +343,8 @@ def load_model(cls, path: str | Path):
         except (KeyError, ValueError, TypeError) as error:
             raise DataError(f"{path / 'model.safetensors'}: the simulation dynamics are damaged ({error}). "
                             "Fit the model again and save it.") from None
-    model.model_ = ReturnsVAE(model.n_features_in_, model.window, model.latent_dim, model.hidden)
+    with seeded(0):  # its random initial weights are overwritten below: the caller's torch RNG stays as it was
+        model.model_ = ReturnsVAE(model.n_features_in_, model.window, model.latent_dim, model.hidden)
     tensors = check_state_dict(model.model_, tensors, path / "model.safetensors", prefix="model.")
     model.model_.load_state_dict(tensors)
     model.model_.eval()

@@ -55,6 +55,14 @@ def _load_fails(folder, *fragments: str) -> str:
     return message
 
 
+def test_loading_leaves_torch_s_random_state_alone(folder):
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    FinVAE.load(folder)
+    assert torch.equal(torch.rand(3), expected)  # a seeded notebook draws the same numbers after a load
+
+
 def test_an_intact_copy_loads(folder, saved):
     _, model = saved
     loaded = FinVAE.load(folder)
