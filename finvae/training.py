@@ -490,14 +490,14 @@ def _train(model: nn.Module, data: Batches, cfg: TrainingConfig, device: torch.d
 
     rows: list[dict[str, float]] = []
     best_loss, best_epoch, best_state, bad_epochs = math.inf, 0, None, 0
-    bar = tqdm(range(1, cfg.epochs + 1), desc="training", unit="epoch", disable=cfg.verbose < 1)
+    bar = tqdm(total=cfg.epochs, desc="training", unit="epoch", disable=cfg.verbose < 1)
     # Sampling noise comes from the global RNG: seed it inside a fork so that
     # the caller's RNG state is untouched.
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
         model.train()
-        for epoch in bar:
+        for epoch in range(1, cfg.epochs + 1):
             start = time.perf_counter()
             beta = cfg.beta * min(1.0, epoch / cfg.kl_warmup) if cfg.kl_warmup else cfg.beta
             order = train_idx[torch.randperm(n_train, generator=generator)]
@@ -538,7 +538,8 @@ def _train(model: nn.Module, data: Batches, cfg: TrainingConfig, device: torch.d
             shown = {"loss": f"{row['train_loss']:.4g}"}
             if math.isfinite(row["val_loss"]):  # no validation split: nothing to show
                 shown["val"] = f"{row['val_loss']:.4g}"
-            bar.set_postfix(shown)
+            bar.set_postfix(shown, refresh=False)
+            bar.update(1)  # counted when the epoch is done, not when it starts
             if cfg.verbose >= 2:
                 tqdm.write(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
 
@@ -552,6 +553,9 @@ def _train(model: nn.Module, data: Batches, cfg: TrainingConfig, device: torch.d
             elif epoch >= cfg.kl_warmup:
                 bad_epochs += 1
                 if bad_epochs >= cfg.patience:
+                    # A finished bar, not one cut short (a notebook draws that in red, as for an error).
+                    bar.total = epoch
+                    bar.set_postfix(shown | {"stopped": "early"})
                     break
     bar.close()
     if best_state is not None:

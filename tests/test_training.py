@@ -297,3 +297,15 @@ def test_seeded_fits_in_threads_give_the_numbers_they_give_alone():
     for one, other in zip(alone, together, strict=True):
         pd.testing.assert_series_equal(one, other)
     assert torch.get_num_threads() == threads  # the caller's setting, restored
+
+
+def test_the_progress_bar_counts_finished_epochs_and_ends_full_on_early_stopping(capsys):
+    from finvae import FinVAE
+
+    rng = np.random.default_rng(0)
+    returns = pd.DataFrame(rng.normal(0, 0.01, (1500, 4)), index=pd.bdate_range("2010-01-01", periods=1500))
+    model = FinVAE(window=10, hidden=8, epochs=40, patience=2, verbose=1, random_state=0).fit(returns)
+    stopped = len(model.history_)
+    assert stopped < 40
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{stopped}/{stopped}" in last and "stopped=early" in last  # not 2/40, drawn as a failure
