@@ -121,6 +121,14 @@ class MainJobResult:
     files: list[Path] = field(default_factory=list)
     seconds: float = float("nan")
 
+    def __repr__(self) -> str:
+        """A summary, not the tables: what was scored and flagged, and where the files are."""
+        wf = self.walk_forward
+        span = f"{wf.index[0].date()} to {wf.index[-1].date()}, " if len(wf) else ""
+        folder = f" in {Path(self.files[0]).parent}" if self.files else ""
+        return (f"MainJobResult({span}{len(wf):,} dates scored out of sample, {int(wf['flag'].sum()):,} flagged; "
+                f"{len(self.files)} files{folder}; {self.overlay!r})")
+
 
 def run_main_job(
     returns: pd.DataFrame,

@@ -402,6 +402,18 @@ class OverlayResult:
     cost_bps: float
     periods_per_year: int = PERIODS_PER_YEAR
 
+    def __repr__(self) -> str:
+        """A summary, not the series: the period, the flags and the drawdowns (``.summary()`` has the rest)."""
+        dates = self.returns.index
+        if not len(dates):
+            return "OverlayResult(no dates)"
+        table = self.summary()
+        return (f"OverlayResult({dates[0].date() if hasattr(dates[0], 'date') else dates[0]} to "
+                f"{dates[-1].date() if hasattr(dates[-1], 'date') else dates[-1]}, {len(dates):,} days, "
+                f"{int(self.flags.sum()):,} flags, de-risked {table.at['days de-risked', 'overlay']:.1%} of days; "
+                f"max drawdown {table.at['max drawdown', 'overlay']:.1%} against buy and hold "
+                f"{table.at['max drawdown', 'buy & hold']:.1%}; costs {self.cost_bps:g} bps; .summary(), .plot())")
+
     def summary(self) -> pd.DataFrame:
         r"""Performance of the overlay, buy and hold, and the volatility target, after costs.
 

@@ -97,6 +97,15 @@ def test_the_run_writes_a_report_that_embeds_every_figure(job):
         assert base64.b64decode(src.removeprefix("data:image/png;base64,")) == path.read_bytes()
 
 
+def test_the_results_print_as_a_summary_not_their_data(job):
+    result, out = job
+    text = repr(result)
+    flags = int(result.walk_forward["flag"].sum())
+    assert "\n" not in text and len(text) < 400
+    assert f"{len(result.walk_forward):,} dates scored out of sample, {flags:,} flagged" in text
+    assert f"{flags:,} flags" in repr(result.overlay) and "max drawdown" in repr(result.overlay)
+
+
 def test_the_report_holds_the_tables_settings_and_versions(job):
     result, out = job
     text = " ".join(_parse(out / REPORT_NAME).text)
