@@ -239,7 +239,7 @@ def walk_forward(
     Examples
     --------
     >>> from finvae import FinVAE  # doctest: +SKIP
-    >>> wf = walk_forward(FinVAE(random_state=0), returns, refit_every=63, min_train=756,
+    >>> wf = walk_forward(FinVAE(random_state=0, verbose=0), returns, refit_every=63, min_train=756,
     ...                   start="2000-01-01", n_jobs=2, verbose=1)  # doctest: +SKIP
     >>> wf[wf["flag"]].head()  # doctest: +SKIP
     """
@@ -707,7 +707,7 @@ def anomaly_overlay(
 
     Examples
     --------
-    >>> wf = walk_forward(FinVAE(random_state=0), returns, start="2000-01-01")  # doctest: +SKIP
+    >>> wf = walk_forward(FinVAE(random_state=0, verbose=0), returns, start="2000-01-01")  # doctest: +SKIP
     >>> result = anomaly_overlay(returns, wf["flag"], hold=5, cost_bps=5)  # doctest: +SKIP
     >>> result.summary().round(2)  # doctest: +SKIP
     >>> fig = result.plot()  # doctest: +SKIP

@@ -138,9 +138,10 @@ class ConceptVector:
         table.loc["norm", "value"] = self.norm
         verdict = "a real direction" if self.significant else "not distinguishable from noise"
         baseline = "permuted" if self.block == 1 else "circularly shifted"
+        interval = "bootstrap interval" if self.block == 1 else f"block-bootstrap interval, block={self.block}"
         return (
             f"ConceptVector ({self.n_in} codes in the mask vs {self.n_out} outside; "
-            f"{LEVEL:.0%} block-bootstrap interval, block={self.block})\n"
+            f"{LEVEL:.0%} {interval})\n"
             f"{table.to_string(float_format=lambda v: f'{v: .4f}')}\n"
             f"noise baseline ({baseline} mask): {LEVEL:.0%} of norms below {self.threshold:.4f}; "
             f"p = {self.p_value:.3f} -> {verdict}"
