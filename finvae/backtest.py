@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -23,7 +24,7 @@ from scipy.optimize import brentq
 from sklearn.base import clone
 from tqdm.auto import tqdm
 
-from finvae._exceptions import DataError
+from finvae._exceptions import DataError, warn_caller
 from finvae._validation import as_date_of, check_labels, check_not_levels
 from finvae.scoring import threshold as training_threshold
 
@@ -94,9 +95,20 @@ def _fit_score_block(estimator, train: pd.DataFrame, history: pd.DataFrame, n_sc
     return scores, threshold
 
 
-def _fit_score_numbered(number: int, *args) -> tuple[int, np.ndarray, float]:
-    """:func:`_fit_score_block`, its result tagged with the block's number (results may arrive out of order)."""
-    return (number, *_fit_score_block(*args))
+def _fit_score_numbered(number: int, parent: int, *args) -> tuple[int, np.ndarray, float, list]:
+    """:func:`_fit_score_block`, tagged with the block's number (results may arrive out of order), and its warnings.
+
+    Warnings are recorded and returned, so that :func:`walk_forward` can show each once, at the caller's line: in
+    a worker process (pid other than ``parent``) they would go to its stderr, where no filter or ``catch_warnings``
+    of the caller reaches them. A thread other than the main one (joblib's threading backend) leaves them as they
+    are: ``catch_warnings`` is not safe in threads.
+    """
+    if os.getpid() == parent and threading.current_thread() is not threading.main_thread():
+        return (number, *_fit_score_block(*args), [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _fit_score_block(*args)
+    return (number, *result, [(str(w.message), w.category) for w in caught])
 
 
 def walk_forward(
@@ -294,7 +306,7 @@ def walk_forward(
         for number, (lo, s, e) in enumerate(rows):
             if number not in results:
                 yield delayed(_fit_score_numbered)(
-                    number, clone(estimator), returns.iloc[lo:s], returns.iloc[:e], e - s, contamination
+                    number, os.getpid(), clone(estimator), returns.iloc[lo:s], returns.iloc[:e], e - s, contamination
                 )
 
     # Results stream back as each refit ends (in any order), so the bar moves with each refit and each
@@ -304,14 +316,18 @@ def walk_forward(
         parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
     except ValueError:
         parallel = Parallel(n_jobs=n_jobs)
+    raised = {}  # each refit's warnings, once each, in order: eleven refits need not say the same thing eleven times
     with tqdm(total=len(blocks), initial=len(results), desc="walk-forward refits", unit="refit",
               disable=not verbose) as bar:
         if len(results) < len(blocks):
-            for number, scores, threshold in parallel(jobs()):
+            for number, scores, threshold, caught in parallel(jobs()):
                 results[number] = scores, threshold
+                raised.update(dict.fromkeys(caught))
                 if store is not None:
                     store.save(keys[number], rows[number], scores, threshold)
                 bar.update()
+    for message, category in raised:
+        warn_caller(f"{message} (in the walk-forward's refits)", category)
     results = [results[number] for number in range(len(blocks))]
 
     index = returns.index[first:]

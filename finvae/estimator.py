@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
 from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +14,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from finvae._exceptions import DataError
+from finvae._exceptions import DataError, warn_caller
 from finvae._persistence import load_model, save_model
 from finvae._validation import check_returns
 from finvae.nn._core import gaussian_kl
@@ -1052,16 +1049,8 @@ def elbo_scorer(estimator: FinVAE, X: pd.DataFrame | np.ndarray, y: object = Non
 
 
 def _warn(message: str) -> None:
-    """A UserWarning attributed to the caller's line: the first frame outside finvae (and sklearn's wrappers)."""
-    import joblib
-    import sklearn
-
-    inside = tuple(os.path.dirname(os.path.abspath(module.__file__)) + os.sep for module in (sys.modules[__package__],
-                                                                                            sklearn, joblib))
-    frame, level = sys._getframe(1), 2  # stacklevel 2: the caller of _warn
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level)
+    """A UserWarning attributed to the caller's line (:func:`finvae._exceptions.warn_caller`)."""
+    warn_caller(message)
 
 
 def _warn_empty_dates(values: np.ndarray, index) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import joblib
 import matplotlib
 import numpy as np
@@ -69,6 +71,14 @@ class Spy(BaseEstimator):
 
     def score(self, X):
         return pd.Series(float(self.n_train_), index=X.index)
+
+
+class Warns(TrailingVolScorer):
+    """Says the same thing at every fit, as FinVAE does about a holiday row in the training data."""
+
+    def fit(self, X, y=None):
+        warnings.warn("the training data hold a holiday row", UserWarning, stacklevel=2)
+        return super().fit(X, y)
 
 
 def market(n_days=700, n_assets=4, seed=0, crashes=(300, 450, 600)):
@@ -438,3 +448,20 @@ def test_weights_as_a_dict_read_like_a_series():
     by_dict = anomaly_overlay(returns, flags, weights={"B": 0.3, "A": 0.7})
     by_series = anomaly_overlay(returns, flags, weights=pd.Series({"A": 0.7, "B": 0.3}))
     pd.testing.assert_series_equal(by_dict.returns, by_series.returns)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_the_refits_warnings_reach_the_caller_once_each_in_processes_too(n_jobs):
+    r = market()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        walk_forward(Warns(), r, n_jobs=n_jobs, **FAST)  # ten refits, each warning
+    said = [w for w in caught if "holiday row" in str(w.message)]
+    assert len(said) == 1 and "(in the walk-forward's refits)" in str(said[0].message)
+    assert said[0].filename == __file__  # the caller's line, not a worker's multiprocessing/process.py
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # and the caller's filters reach them
+        with warnings.catch_warnings(record=True) as quiet:
+            warnings.simplefilter("ignore")
+            walk_forward(Warns(), r, n_jobs=n_jobs, **FAST)
+    assert not quiet
