@@ -343,7 +343,7 @@ def load_model(cls, path: str | Path):
         except (KeyError, ValueError, TypeError) as error:
             raise DataError(f"{path / 'model.safetensors'}: the simulation dynamics are damaged ({error}). "
                             "Fit the model again and save it.") from None
-    with seeded(0):  # its random initial weights are overwritten below: the caller's torch RNG stays as it was
+    with seeded(0, exclusive=True):  # initial weights, overwritten below: the caller's torch RNG stays as it was
         model.model_ = ReturnsVAE(model.n_features_in_, model.window, model.latent_dim, model.hidden)
     tensors = check_state_dict(model.model_, tensors, path / "model.safetensors", prefix="model.")
     model.model_.load_state_dict(tensors)

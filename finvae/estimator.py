@@ -362,7 +362,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
                 f"{self.min_coverage:.0%} of assets observed; pass more rows or lower min_coverage."
             )
         seed = _seed(self.random_state)
-        with seeded(seed):
+        with seeded(seed, exclusive=True):
             self.model_ = ReturnsVAE(values.shape[1], self.window, self.latent_dim, self.hidden)
         per_example = max(self.window, MIN_PER_EXAMPLE)
         config = TrainingConfig(
@@ -980,7 +980,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
                 f"no date of X can be scored: each needs a full window of {self.window} rows and at least "
                 f"{self.min_coverage:.0%} of the assets observed (min_coverage). Pass a longer or fuller X.")
         mu, log_var, _ = self._encode_decode(scaled, ends)
-        with seeded(0), torch.no_grad():
+        with seeded(0, exclusive=True), torch.no_grad():
             z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
             decoded = self.model_.decode(z)
             x = torch.from_numpy(scaled[ends]).clamp(-self.model_.clip, self.model_.clip)

@@ -508,7 +508,7 @@ def sample_static(model: FinVAE, n: int, seed: int | None = None, *, volatility:
     from finvae.training import seeded
 
     n = _positive_int(n, "n")
-    with seeded(seed), torch.no_grad():
+    with seeded(seed, exclusive=True), torch.no_grad():
         z = torch.randn(n, model.window, model.latent_dim)
         decoded = model.model_.decode(z)
         if noise:

@@ -46,10 +46,10 @@ __all__ = [
 #: alone. Such fits run one at a time; processes run in parallel.
 _RNG_LOCK = threading.RLock()
 
-#: torch's thread count is one per process too: concurrent :func:`torch_threads` blocks share one setting and
-#: restore the caller's when the last of them ends.
+#: torch's thread count is one per process too: open :func:`torch_threads` blocks (nested, or in threads) share
+#: one setting, the latest open block's, and the caller's comes back when the last of them ends.
 _THREADS_LOCK = threading.Lock()
-_threads_state = {"depth": 0, "before": None}
+_threads_state: dict = {"open": [], "before": None}
 
 
 class Batches(Protocol):
@@ -590,27 +590,29 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
+    block = object()  # this block's place among the open ones, whichever thread closes first
     with _THREADS_LOCK:
-        if _threads_state["depth"] == 0:
+        if not _threads_state["open"]:
             _threads_state["before"] = torch.get_num_threads()
-        _threads_state["depth"] += 1
+        _threads_state["open"].append((block, n))
         torch.set_num_threads(n)
     try:
         yield
     finally:
         with _THREADS_LOCK:
-            _threads_state["depth"] -= 1
-            if _threads_state["depth"] == 0:
-                torch.set_num_threads(_threads_state["before"])
+            _threads_state["open"] = [entry for entry in _threads_state["open"] if entry[0] is not block]
+            # The latest block still open sets the count (an outer torch_threads(8) gets its 8 back).
+            torch.set_num_threads(_threads_state["open"][-1][1] if _threads_state["open"] else _threads_state["before"])
 
 
 @contextlib.contextmanager
-def seeded(seed: int | None) -> Iterator[None]:
+def seeded(seed: int | None, *, exclusive: bool = False) -> Iterator[None]:
     """Run a block (weight initialisation, sampling) with torch's RNG seeded, then restore it.
 
     With ``seed=None`` the block uses the global RNG as it is, and advances it: two unseeded calls
-    draw different numbers. Either way the block holds a process-wide lock, so that blocks in other
-    threads do not draw from the same RNG meanwhile.
+    draw different numbers. With ``exclusive=True`` the block also holds a process-wide lock, which
+    :func:`train_vae` holds too, so that no block in another thread draws from the same RNG meanwhile
+    (finvae's own draws are exclusive; a block that waits for another thread's fit must not be).
 
     Examples
     --------
@@ -623,7 +625,7 @@ def seeded(seed: int | None) -> Iterator[None]:
     >>> bool(torch.equal(a, b))
     True
     """
-    with _RNG_LOCK:  # no other thread draws from the global RNG meanwhile
+    with _RNG_LOCK if exclusive else contextlib.nullcontext():
         if seed is None:
             yield
             return

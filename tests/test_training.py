@@ -309,3 +309,24 @@ def test_the_progress_bar_counts_finished_epochs_and_ends_full_on_early_stopping
     assert stopped < 40
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert f"{stopped}/{stopped}" in last and "stopped=early" in last  # not 2/40, drawn as a failure
+
+
+def test_a_fit_in_another_thread_inside_seeded_finishes_and_nested_thread_counts_come_back():
+    import threading
+
+    from finvae import FinVAE
+    from finvae.training import torch_threads
+
+    rng = np.random.default_rng(0)
+    returns = pd.DataFrame(rng.normal(0, 0.01, (260, 4)), index=pd.bdate_range("2020-01-01", periods=260))
+    with seeded(0):  # the caller's seeded block waits for a fit in another thread: no lock held here
+        worker = threading.Thread(target=lambda: FinVAE(window=10, hidden=8, epochs=1, verbose=0).fit(returns))
+        worker.start()
+        worker.join(60)
+    assert not worker.is_alive()
+    before = torch.get_num_threads()
+    with torch_threads(3):
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 3  # the outer block's count, back
+    assert torch.get_num_threads() == before
