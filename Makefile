@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/finvae: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
-		{ echo "finvae needs Python >= 3.11 (its tested pins do); run: make PYTHON=python3.11 $(MAKECMDGOALS)" >&2; exit 1; }
+		{ echo "finvae needs Python >= 3.11 (its tested pins do), and $(PYTHON) is older or missing; run: make PYTHON=python3.11 $(MAKECMDGOALS)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,skfolio,dask,bench]"

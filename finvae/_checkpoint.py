@@ -84,8 +84,9 @@ def plain(value):
         return {"Generator": plain(value.bit_generator.state)}
     if isinstance(value, type):
         return {"callable": _qualified(value)}
-    if hasattr(value, "get_params"):
-        return {"class": _qualified(value), "params": plain(value.get_params(deep=False))}
+    if hasattr(value, "get_params"):  # less verbose, which changes no result (also in a Pipeline's steps)
+        params = {name: v for name, v in value.get_params(deep=False).items() if name != "verbose"}
+        return {"class": _qualified(value), "params": plain(params)}
     if callable(value) and hasattr(value, "__qualname__") and "<" not in value.__qualname__:
         return {"callable": f"{getattr(value, '__module__', '?')}.{value.__qualname__}"}
     text = repr(value)

@@ -11,6 +11,7 @@ Nothing here runs code from the files (JSON and safetensors only).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import math
@@ -47,7 +48,7 @@ def check_model_folder(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         # atomic_folder moves a model aside before it moves the new one in: a crash between leaves it there.
-        aside = sorted(path.parent.glob(f".{path.name}.*.old")) if path.parent.is_dir() else []
+        aside = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.old")) if path.parent.is_dir() else []
         if aside:
             raise DataError(f"{path}: no such model folder, but {aside[-1]} holds the model that a replacement "
                             f"interrupted by a crash moved aside. Rename it back: mv '{aside[-1]}' '{path}'.")

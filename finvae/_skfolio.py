@@ -9,7 +9,7 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import clone
+from sklearn.base import _fit_context, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
@@ -107,13 +107,13 @@ class FinVAECovariance(BaseCovariance):
         self.horizon = horizon
         self.refit = refit
 
+    @_fit_context(prefer_skip_nested_validation=False)  # the FinVAE it fits checks its own parameters
     def fit(self, X, y=None, **fit_params) -> FinVAECovariance:
         """Fit the model (unless ``refit=False``) and set the forecast covariance at ``X``'s last date.
 
         ``fit_params`` is skfolio's signature for metadata routing; FinVAE takes none, so any given
         (e.g. ``sample_weight``) is an error rather than silently ignored.
         """
-        self._validate_params()
         if fit_params:
             raise TypeError(f"FinVAECovariance.fit takes no fit parameters (FinVAE weighs every date alike); got "
                             f"{sorted(fit_params)}.")

@@ -335,8 +335,9 @@ def _check_model_target(folder: Path) -> None:
     if folder.exists() and not (folder.is_dir() and ((folder / MODEL_FILES[0]).is_file() or not any(folder.iterdir()))):
         raise DataError(f"{folder} exists and is not a finvae model folder; it is left as it is. "
                         "Pass a new folder (or an old model's folder, to replace that model) to --model.")
-    ours = {*MODEL_FILES, FIT_INFO}
-    others = sorted(p.name for p in folder.iterdir() if p.name not in ours) if folder.is_dir() else []
+    ours = {*MODEL_FILES, FIT_INFO}  # and hidden files: a killed save's temporary ones, an OS's .DS_Store
+    others = sorted(p.name for p in folder.iterdir() if p.name not in ours and not p.name.startswith(".")) \
+        if folder.is_dir() else []
     if others:  # a new fit replaces the folder as a whole: it would delete them
         raise DataError(f"{folder} holds other files besides its model ({', '.join(others[:3])}"
                         f"{' ...' if len(others) > 3 else ''}), which replacing the model would delete. Move them "
@@ -398,7 +399,7 @@ def _fit_span(folder: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
     try:
         info = json.loads((folder / FIT_INFO).read_text())
         saved = json.loads((folder / MODEL_FILES[0]).read_text())
-        if info["tensors_sha256"] != saved["tensors_sha256"]:
+        if info.get("tensors_sha256", saved.get("tensors_sha256")) != saved.get("tensors_sha256"):
             return None  # another model was saved here since (FinVAE.save): these are not its dates
         return pd.Timestamp(info["start"]), pd.Timestamp(info["end"])
     except (OSError, ValueError, KeyError, TypeError):

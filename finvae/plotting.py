@@ -227,7 +227,9 @@ def plot_scores(
                                           gridspec_kw={"height_ratios": [1, 1]})
         top.plot(level.index, level.to_numpy(), color="tab:gray", lw=1.0, label=level_label,
                  **_line_markers(level))
-        marks = level.dropna().reindex(flagged, method="ffill")  # a level on another calendar: its last value
+        known = level.dropna()
+        marks = known.reindex(flagged, method="ffill")  # a level on another calendar: its last value before
+        marks = marks[marks.index <= known.index[-1]]  # not beyond the level's last date
         top.scatter(marks.index, marks.to_numpy(), color="tab:red", s=14, zorder=3,
                     label=f"flagged date ({len(flagged)})")
         _growth_axis(top, level, "growth of 1")
@@ -348,7 +350,9 @@ def plot_asset_contributions(
     top : int, default=10
         How many days to show.
     n_assets : int, default=8
-        Assets drawn in their own colour besides each day's largest (20 at most in all).
+        Assets drawn in their own colour: each day's largest, then those with
+        the largest shares, up to ``n_assets`` in all (more where the days
+        have more leaders than that; 20 at most).
     title : str, optional
         Default: "Per-asset contributions on the {top} most anomalous days".
     figsize : (float, float), optional
@@ -390,7 +394,7 @@ def plot_asset_contributions(
     daily = list(dict.fromkeys(table.idxmax(axis=1)))
     by_total = [a for a in table.sum().sort_values(ascending=False).index if a not in set(daily)]
     leaders = pd.Index((daily + by_total[: max(int(n_assets) - len(daily), 0)])[:20])
-    leaders = table.columns[table.columns.isin(leaders)][np.argsort(-table[leaders].sum().to_numpy(), kind="stable")]
+    leaders = table[leaders].sum().sort_values(ascending=False, kind="stable").index  # the largest first
     parts = table[leaders]
     pooled = "other" if "other" not in set(map(str, table.columns)) else "(other assets)"  # an asset called other
     if len(leaders) < table.shape[1]:

@@ -18,6 +18,7 @@ import html
 import platform
 import time
 from collections.abc import Iterable, Mapping
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -139,7 +140,7 @@ def write_report(result: MainJobResult, out_dir: str | Path, settings: Mapping[s
     PosixPath('out/report.html')
     """
     for name, value in (("top", top), ("max_flags", max_flags)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0; got {value!r}.")
     out = Path(out_dir)
     wf = result.walk_forward

@@ -149,6 +149,11 @@ def test_verbosity_does_not_cost_a_resume(tmp_path):
     key = BlockStore(tmp_path, quiet, r, None).keys(blocks)
     assert BlockStore(tmp_path, loud, r, None).keys(blocks) == key  # progress bars change no result
     assert BlockStore(tmp_path, FinVAE(random_state=1, verbose=0), r, None).keys(blocks) != key
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    piped = [make_pipeline(FunctionTransformer(), FinVAE(random_state=0, verbose=v)) for v in (0, 1)]
+    assert len({tuple(BlockStore(tmp_path, p, r, None).keys(blocks)) for p in piped}) == 1  # in a step too
 
 
 def test_a_change_after_a_block_leaves_it_valid_and_new_days_reuse_the_done_blocks(tmp_path):

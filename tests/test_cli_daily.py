@@ -244,6 +244,17 @@ def test_a_refit_keeps_the_user_s_files_and_dates_belong_to_the_model_there(file
            "holds other files besides its model (NOTES.txt)", "Move them out")
     assert (model / "NOTES.txt").read_text() == "my notes"  # nothing deleted
     (model / "NOTES.txt").unlink()
+    (model / ".model.safetensors.x1.tmp").write_bytes(b"")  # a killed save's leftover, and an OS's clutter
+    (model / ".DS_Store").write_bytes(b"")
+    assert main(["fit", str(files / "prices.csv"), "--model", str(model), "--end", FIT_END, *SMALL]) == 0
+    # A fit.json from before the tie to the tensors (no tensors_sha256) still gives the dates.
+    info = json.loads((model / "fit.json").read_text())
+    del info["tensors_sha256"]
+    (model / "fit.json").write_text(json.dumps(info))
+    out = tmp_path / "old.csv"
+    assert main(["score", str(files / "prices.csv"), "--model", str(model), "--out", str(out)]) == 0
+    assert "in_sample" in _read(out).columns
+    assert main(["fit", str(files / "prices.csv"), "--model", str(model), "--end", FIT_END, *SMALL]) == 0
     # Another model saved over the folder from Python: fit.json's dates are not its dates.
     FinVAE(window=10, latent_dim=2, epochs=1, random_state=0, verbose=0).fit(
         prices_to_returns(prices).loc[:"2019-03-29"]).save(model)

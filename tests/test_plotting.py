@@ -257,3 +257,22 @@ def test_a_level_with_a_missing_price_keeps_the_move_and_marks_every_flag(dates)
     top = plot_scores(scores, 4.0, flags, weekly).axes[0]
     assert top.get_lines()[0].get_label() == "S&P 500"
     assert len(top.collections[0].get_offsets()) == 3  # each flag marked at the level's last value before it
+
+
+def test_contributions_colour_the_largest_first_and_flags_past_the_level_are_not_drawn(dates):
+    shares = pd.DataFrame({"A": [0.9, 0.1, 0.5], "B": [0.05, 0.1, 0.1], "C": [0.05, 0.1, 0.1],
+                           "D": [0.0, 0.7, 0.3]}, index=dates[:3])
+    scores = pd.Series([3.0, 2.0, 1.0], index=dates[:3])
+    fig = plot_asset_contributions(shares, scores, n_assets=2)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[:2] == ["A", "D"]  # totals 1.5 and 1.0: the largest first
+    level = pd.Series(np.linspace(100, 110, 100), index=dates[:100], name="index")
+    flags = pd.Series(dates.isin(dates[[50, 150]]), index=dates)
+    top = plot_scores(pd.Series(1.0, index=dates), 4.0, flags, level).axes[0]
+    assert len(top.collections[0].get_offsets()) == 1  # the flag after the level's last date has no level to sit on
+
+
+@pytest.mark.parametrize("label", [7, "day 7"])
+def test_a_single_point_on_another_index_is_drawn(label):
+    fig = plot_scores(pd.Series([5.0], index=[label]), 4.0)
+    assert fig.axes[0].get_lines()[0].get_marker() == "o"
