@@ -153,7 +153,7 @@ def exposures(returns, factors, *, min_obs: int = MIN_OBS) -> pd.DataFrame:
         if n < needed:
             too_few.extend(returns.columns[cols])
             continue
-        X, Y = design[rows], y[rows][:, cols]
+        X, Y = design[rows], y[np.ix_(rows, cols)]  # only the block needed, not a copy of every row first
         coef, _, rank, _ = np.linalg.lstsq(X, Y, rcond=None)
         if rank < X.shape[1]:
             collinear.extend(returns.columns[cols])
