@@ -85,7 +85,19 @@ def _per_date(scores, index: pd.Index, estimator) -> np.ndarray:
 def _fit_score_block(estimator, train: pd.DataFrame, history: pd.DataFrame, n_scored: int,
                      contamination: float | None) -> tuple[np.ndarray, float]:
     """Fit on ``train``; score ``history`` (which ends with the block) and keep the block's last rows."""
-    estimator.fit(train)
+    try:
+        estimator.fit(train)
+    except DataError as error:  # say which refit, and for a late listing what start would do
+        unlisted = train.columns[train.isna().all().to_numpy()]
+        hint = ""
+        if len(unlisted):
+            hint = (f" The walk-forward starts before the first returns of {', '.join(map(str, unlisted[:3]))}"
+                    f"{' ...' if len(unlisted) > 3 else ''}: a refit cannot learn an asset it has no returns of. "
+                    "Start it later (start=, or a larger min_train), so that the first refit trains on some months "
+                    "of every asset, or leave the late ones out.")
+        end = train.index[-1]
+        raise DataError(f"the refit on the {len(train):,} rows up to {end.date() if hasattr(end, 'date') else end}: "
+                        f"{error}{hint}") from None
     scores = _per_date(estimator.score(history), history.index, estimator)[-n_scored:]
     if contamination is None and hasattr(estimator, "threshold_"):
         threshold = float(estimator.threshold_)

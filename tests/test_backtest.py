@@ -465,3 +465,12 @@ def test_the_refits_warnings_reach_the_caller_once_each_in_processes_too(n_jobs)
             warnings.simplefilter("ignore")
             walk_forward(Warns(), r, n_jobs=n_jobs, **FAST)
     assert not quiet
+
+
+def test_a_late_listing_says_which_refit_and_what_start_would_do():
+    from finvae import FinVAE
+
+    r = market()
+    r.iloc[:400, 3] = np.nan  # listed on row 400, after the first refits' training ends
+    with pytest.raises(DataError, match=r"the refit on the \d+ rows up to .*before the first returns of S3.*start="):
+        walk_forward(FinVAE(window=10, hidden=8, epochs=1, verbose=0), r, n_jobs=1, **FAST)
