@@ -75,6 +75,7 @@ only; tests change the future and check the past.
 
 from __future__ import annotations
 
+import os
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
@@ -364,12 +365,30 @@ def covariance_forecasts(model: FinVAE, X: pd.DataFrame | np.ndarray, *, horizon
     parts_index = getattr(X, "index", None) if isinstance(X, pd.DataFrame) else None
     n_days = len(X)
     positions = _positions(parts_index, dates, n_days)
+    _check_memory(len(positions), X.shape[1], copies=1 if parts_index is None else 2)
     arrays, parts = _forecast_arrays(model, X, positions, horizon)
     if parts.index is None:
         return arrays
     assets = parts.columns
     rows = pd.MultiIndex.from_product([parts.index[positions], assets], names=[parts.index.name or "date", "asset"])
     return pd.DataFrame(arrays.reshape(-1, parts.n_assets), index=rows, columns=assets)
+
+
+def _check_memory(n_dates: int, n_assets: int, copies: int) -> None:
+    """DataError when ``n_dates`` covariance matrices (``copies`` of them: a DataFrame copies the array) exceed
+    this machine's memory, before any is computed: a MemoryError (or the system killing the process) after
+    minutes of work would say less."""
+    needed = copies * n_dates * n_assets**2 * 8
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no check
+        return
+    if needed > memory:
+        raise DataError(
+            f"covariance forecasts for {n_dates:,} dates of {n_assets:,} assets need about {needed / 2**30:.1f} GiB "
+            f"(one {n_assets:,} x {n_assets:,} matrix per date{', twice for the DataFrame' if copies == 2 else ''}), "
+            f"more than this machine's {memory / 2**30:.1f} GiB. Pass dates= (e.g. month ends: "
+            "returns.index[returns.index.is_month_end]), or covariance() for the last date.")
 
 
 def covariance(model: FinVAE, X: pd.DataFrame | np.ndarray, *, horizon: int = 1) -> pd.DataFrame | np.ndarray:

@@ -364,3 +364,15 @@ def test_finvae_and_its_doctests_load_without_the_optional_skfolio(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "error" not in done.stdout.lower()
+
+
+def test_covariance_forecasts_beyond_the_machine_s_memory_are_refused_before_any_work(model, returns, monkeypatch):
+    import os
+
+    from finvae.risk import covariance_forecasts
+
+    monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 10}[name])  # 40 KiB
+    with pytest.raises(DataError, match=r"need about .* GiB .*more than this machine's .*Pass dates="):
+        covariance_forecasts(model, returns)
+    monkeypatch.undo()
+    assert covariance_forecasts(model, returns, dates=returns.index[-2:]).shape == (2 * len(ASSETS), len(ASSETS))
