@@ -973,6 +973,27 @@ class FinVAE(TransformerMixin, BaseEstimator):
         the number is repeatable. Compare models with the same ``vol_halflife``.
         Targets are clipped as in training (``model_.clip`` scaled units), so
         that one bad tick counts as the training loss counts it.
+
+        Parameters
+        ----------
+        X : DataFrame of shape (n_dates, n_assets) or ndarray
+            Returns with the assets seen at fit, in date order.
+        y : ignored
+
+        Returns
+        -------
+        float
+            The mean ELBO of the scored dates (nats per date; higher is better).
+
+        Raises
+        ------
+        DataError
+            When no date of ``X`` can be scored (too few rows, or too few assets observed).
+
+        Examples
+        --------
+        >>> model.elbo(returns.loc["2013":])       # doctest: +SKIP
+        -21.7
         """
         _, scaled, observed, ends, _, _ = self._prepare(X)
         if not len(ends):
@@ -1005,7 +1026,25 @@ class FinVAE(TransformerMixin, BaseEstimator):
         Loading (:meth:`load`) runs no code from the files: no pickle. The
         simulation dynamics (``dynamics_``) are saved too: their pool of real
         training days makes the file about ``4 * n_days * n_assets * 3`` bytes
-        (1.8 MB for 20 stocks and 30 years).
+        (1.8 MB for 20 stocks and 30 years). Each file is written to a
+        temporary name and renamed over the old one; the JSON names the
+        tensors' hash, so that a save interrupted between the two is caught at
+        load.
+
+        Parameters
+        ----------
+        path : str or Path
+            The folder (created if missing); a model already there is replaced.
+
+        Returns
+        -------
+        Path
+            ``path``.
+
+        Examples
+        --------
+        >>> model.save("my-model")                 # doctest: +SKIP
+        PosixPath('my-model')
         """
         return save_model(self, path)
 
@@ -1013,9 +1052,27 @@ class FinVAE(TransformerMixin, BaseEstimator):
     def load(cls, path: str | Path) -> FinVAE:
         """Load a model saved by :meth:`save` (reads JSON and safetensors only).
 
-        Raises :class:`DataError` naming the file and the fault for a folder
-        that is not a saved model, and for damaged files: truncated or edited
-        JSON, a missing file, a missing or mis-shaped tensor.
+        Parameters
+        ----------
+        path : str or Path
+            A folder written by :meth:`save` (or ``finvae fit``).
+
+        Returns
+        -------
+        FinVAE
+            The fitted model, with the parameters and seed it was fitted with.
+
+        Raises
+        ------
+        DataError
+            Naming the file and the fault, for a folder that is not a saved model
+            and for damaged files: truncated or edited JSON, a missing file, a
+            missing or mis-shaped tensor, a format from another finvae version.
+
+        Examples
+        --------
+        >>> model = FinVAE.load("my-model")        # doctest: +SKIP
+        >>> model.score(returns).tail(1)           # doctest: +SKIP
         """
         return load_model(cls, path)
 
