@@ -517,7 +517,7 @@ class OverlayResult:
             bottom.plot(dates, wealth / wealth.cummax().clip(lower=1.0) - 1.0, color=colors[name], lw=1.0,
                         **_line_markers(wealth))
         top.plot([], [], color="tab:orange", alpha=0.4, lw=6, label="de-risked (flag + hold)")
-        _growth_axis(top, np.concatenate(wealths), "growth of 1 (after costs)", log=log_scale)
+        _growth_axis(top, np.concatenate(wealths), "growth of 1, after costs", log=log_scale)
         top.set_title(f"Anomaly overlay vs buy & hold and volatility target (costs {self.cost_bps:g} bps)")
         top.legend(loc="best")  # where it hides the least of the curves
         top.grid(alpha=0.3)
