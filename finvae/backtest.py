@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -110,17 +111,39 @@ def _fit_score_block(estimator, train: pd.DataFrame, history: pd.DataFrame, n_sc
 def _fit_score_numbered(number: int, parent: int, *args) -> tuple[int, np.ndarray, float, list]:
     """:func:`_fit_score_block`, tagged with the block's number (results may arrive out of order), and its warnings.
 
-    Warnings are recorded and returned, so that :func:`walk_forward` can show each once, at the caller's line: in
-    a worker process (pid other than ``parent``) they would go to its stderr, where no filter or ``catch_warnings``
-    of the caller reaches them. A thread other than the main one (joblib's threading backend) leaves them as they
-    are: ``catch_warnings`` is not safe in threads.
+    In a worker process (a pid other than ``parent``) the refit's warnings would go to the worker's stderr, where
+    no filter or ``catch_warnings`` of the caller reaches them: they are recorded there, on the worker's main
+    thread only (``catch_warnings`` is not safe in threads), and returned for :func:`walk_forward` to show. In the
+    caller's own process they are shown as they arise.
     """
-    if os.getpid() == parent and threading.current_thread() is not threading.main_thread():
+    if os.getpid() == parent or threading.current_thread() is not threading.main_thread():
         return (number, *_fit_score_block(*args), [])
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always")  # the caller's filters decide, when walk_forward shows them
         result = _fit_score_block(*args)
-    return (number, *result, [(str(w.message), w.category) for w in caught])
+    return (number, *result, [(str(w.message), w.category, w.filename, w.lineno) for w in caught])
+
+
+#: Packages whose place in a worker's warning says nothing to the caller: the plumbing that ran the refit, and
+#: the walk-forward itself. Such warnings are shown at the caller's line.
+_PLUMBING = ("multiprocessing", "concurrent", "threading", "runpy", "joblib", "loky", "dask", "distributed",
+             "finvae", "sklearn")
+
+
+def _show_worker_warning(message: str, category: type[Warning], filename: str, lineno: int) -> None:
+    """Show a warning recorded in a worker process as if raised here: at its own place in a library (so that
+    filters by module still apply), or at the caller's line when it names finvae or the worker's plumbing."""
+    try:
+        warning = category(message)
+    except Exception:  # a warning class whose constructor wants more than the message
+        warning = UserWarning(f"{category.__name__}: {message}")
+    path = os.path.abspath(filename)
+    module = next((name for name, loaded in list(sys.modules.items())
+                   if getattr(loaded, "__file__", None) and os.path.abspath(loaded.__file__) == path), None)
+    if module is None or module.split(".")[0] in _PLUMBING:
+        warn_caller(str(warning), type(warning))
+    else:
+        warnings.warn_explicit(warning, type(warning), filename, lineno, module=module)
 
 
 def walk_forward(
@@ -328,18 +351,27 @@ def walk_forward(
         parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
     except ValueError:
         parallel = Parallel(n_jobs=n_jobs)
-    raised = {}  # each refit's warnings, once each, in order: eleven refits need not say the same thing eleven times
+    shown = set()  # worker processes' warnings, each once: ten refits need not say the same thing ten times
     with tqdm(total=len(blocks), initial=len(results), desc="walk-forward refits", unit="refit",
               disable=not verbose) as bar:
         if len(results) < len(blocks):
-            for number, scores, threshold, caught in parallel(jobs()):
-                results[number] = scores, threshold
-                raised.update(dict.fromkeys(caught))
-                if store is not None:
-                    store.save(keys[number], rows[number], scores, threshold)
-                bar.update()
-    for message, category in raised:
-        warn_caller(f"{message} (in the walk-forward's refits)", category)
+            outputs = parallel(jobs())
+            try:
+                for number, scores, threshold, caught in outputs:
+                    for warning in caught:  # now, before the block is saved: an "error" filter stops here
+                        if warning not in shown:
+                            shown.add(warning)
+                            _show_worker_warning(*warning)
+                    results[number] = scores, threshold
+                    if store is not None:
+                        store.save(keys[number], rows[number], scores, threshold)
+                    bar.update()
+            except BaseException:
+                if hasattr(outputs, "close"):  # stopped early: closing the generator stops the workers
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # joblib's note on the cancelled tasks: the error says enough
+                        outputs.close()
+                raise
     results = [results[number] for number in range(len(blocks))]
 
     index = returns.index[first:]

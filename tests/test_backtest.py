@@ -450,21 +450,40 @@ def test_weights_as_a_dict_read_like_a_series():
     pd.testing.assert_series_equal(by_dict.returns, by_series.returns)
 
 
-@pytest.mark.parametrize("n_jobs", [1, 2])
-def test_the_refits_warnings_reach_the_caller_once_each_in_processes_too(n_jobs):
+class Pedantic(UserWarning):
+    """A warning class that wants more than its message."""
+
+    def __init__(self, message, code):
+        super().__init__(message, code)
+
+
+class WarnsPedantically(TrailingVolScorer):
+    def fit(self, X, y=None):
+        warnings.warn(Pedantic("odd data", 7), stacklevel=2)
+        return super().fit(X, y)
+
+
+def test_worker_processes_warnings_reach_the_caller_once_each_under_its_filters(tmp_path):
     r = market()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        walk_forward(Warns(), r, n_jobs=n_jobs, **FAST)  # ten refits, each warning
+        walk_forward(Warns(), r, n_jobs=2, **FAST)  # ten refits in worker processes, each warning
     said = [w for w in caught if "holiday row" in str(w.message)]
-    assert len(said) == 1 and "(in the walk-forward's refits)" in str(said[0].message)
+    assert len(said) == 1 and str(said[0].message) == "the training data hold a holiday row"
     assert said[0].filename == __file__  # the caller's line, not a worker's multiprocessing/process.py
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # and the caller's filters reach them
-        with warnings.catch_warnings(record=True) as quiet:
-            warnings.simplefilter("ignore")
-            walk_forward(Warns(), r, n_jobs=n_jobs, **FAST)
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("ignore")  # the caller's filters reach them
+        walk_forward(Warns(), r, n_jobs=2, **FAST)
     assert not quiet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an error at the first refit's warning, before its block is saved
+        for _ in range(2):  # and again on a re-run: nothing was checkpointed past the warning
+            with pytest.raises(UserWarning, match="holiday row"):
+                walk_forward(Warns(), r, n_jobs=2, checkpoint_dir=tmp_path, **FAST)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        walk_forward(WarnsPedantically(), r, n_jobs=2, **FAST)  # its class cannot be rebuilt from the text
+    assert [str(w.message) for w in caught if "odd data" in str(w.message)] == ["Pedantic: ('odd data', 7)"]
 
 
 def test_a_late_listing_says_which_refit_and_what_start_would_do():
