@@ -124,7 +124,10 @@ class MainJobResult:
     def __repr__(self) -> str:
         """A summary, not the tables: what was scored and flagged, and where the files are."""
         wf = self.walk_forward
-        span = f"{wf.index[0].date()} to {wf.index[-1].date()}, " if len(wf) else ""
+        def day(label) -> object:
+            return label.date() if hasattr(label, "date") else label
+
+        span = f"{day(wf.index[0])} to {day(wf.index[-1])}, " if len(wf) else ""
         folder = f" in {Path(self.files[0]).parent}" if self.files else ""
         return (f"MainJobResult({span}{len(wf):,} dates scored out of sample, {int(wf['flag'].sum()):,} flagged; "
                 f"{len(self.files)} files{folder}; {self.overlay!r})")

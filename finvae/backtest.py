@@ -86,19 +86,27 @@ def _per_date(scores, index: pd.Index, estimator) -> np.ndarray:
 def _fit_score_block(estimator, train: pd.DataFrame, history: pd.DataFrame, n_scored: int,
                      contamination: float | None) -> tuple[np.ndarray, float]:
     """Fit on ``train``; score ``history`` (which ends with the block) and keep the block's last rows."""
+    end = train.index[-1]
+    which = f"the refit on the {len(train):,} rows up to {end.date() if hasattr(end, 'date') else end}"
     try:
         estimator.fit(train)
-    except DataError as error:  # say which refit, and for a late listing what start would do
-        unlisted = train.columns[train.isna().all().to_numpy()]
+    except DataError as error:  # one line for the user: which refit, and for assets without data what to do
+        missing = train.columns[train.isna().all().to_numpy()]
+        before = history.loc[history.index < train.index[0], missing]
+        gone = missing[before.notna().any().to_numpy()]  # had returns before this window: delisted
         hint = ""
-        if len(unlisted):
-            hint = (f" The walk-forward starts before the first returns of {', '.join(map(str, unlisted[:3]))}"
-                    f"{' ...' if len(unlisted) > 3 else ''}: a refit cannot learn an asset it has no returns of. "
+        if len(gone):
+            hint = (f" {', '.join(map(str, gone[:3]))}{' ...' if len(gone) > 3 else ''} had returns only before this "
+                    "refit's window (delisted?): pass a longer window, or leave them out of this period.")
+        elif len(missing):
+            hint = (f" The walk-forward starts before the first returns of {', '.join(map(str, missing[:3]))}"
+                    f"{' ...' if len(missing) > 3 else ''}: a refit cannot learn an asset it has no returns of. "
                     "Start it later (start=, or a larger min_train), so that the first refit trains on some months "
                     "of every asset, or leave the late ones out.")
-        end = train.index[-1]
-        raise DataError(f"the refit on the {len(train):,} rows up to {end.date() if hasattr(end, 'date') else end}: "
-                        f"{error}{hint}") from None
+        raise DataError(f"{which}: {error}{hint}") from error
+    except Exception as error:
+        error.add_note(f"In walk_forward, {which}.")
+        raise
     scores = _per_date(estimator.score(history), history.index, estimator)[-n_scored:]
     if contamination is None and hasattr(estimator, "threshold_"):
         threshold = float(estimator.threshold_)

@@ -60,9 +60,9 @@ def _frame_one_date(ax, dates) -> None:
 
     if not isinstance(dates, pd.DatetimeIndex):
         return  # another index (numbers): matplotlib's own labels
-    locator = mdates.AutoDateLocator()
+    locator = mdates.AutoDateLocator(tz=dates.tz)  # the dates' own zone: labels in UTC would shift them
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=dates.tz))
     dates = dates.unique()
     if len(dates) == 1:
         ax.set_xlim(dates[0] - pd.Timedelta(days=3), dates[0] + pd.Timedelta(days=3))

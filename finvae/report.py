@@ -142,6 +142,7 @@ def write_report(result: MainJobResult, out_dir: str | Path, settings: Mapping[s
     for name, value in (("top", top), ("max_flags", max_flags)):
         if not isinstance(value, Integral) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0; got {value!r}.")
+    top, max_flags = int(top), int(max_flags)  # numpy's unsigned integers would wrap in len(...) - max_flags
     out = Path(out_dir)
     wf = result.walk_forward
     images = [Path(p) for p in result.files if Path(p).suffix.lower() in _MIME]

@@ -507,6 +507,7 @@ def sample_static(model: FinVAE, n: int, seed: int | None = None, *, volatility:
 
     from finvae.training import seeded
 
+    check_is_fitted(model)
     n = _positive_int(n, "n")
     with seeded(seed, exclusive=True), torch.no_grad():
         z = torch.randn(n, model.window, model.latent_dim)

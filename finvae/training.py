@@ -40,10 +40,13 @@ __all__ = [
     "train_vae",
 ]
 
-#: torch's random generator is one per process. Blocks that draw from it (weight initialisation, training,
-#: sampling) hold this lock, so that fits running in threads (joblib's threading backend, a Dask worker with
-#: several threads) do not interleave their draws: a seeded fit then gives the same numbers in a thread as
-#: alone. Such fits run one at a time; processes run in parallel.
+#: torch's random generator is one per process. finvae's blocks that draw from it (weight initialisation,
+#: training, sampling: ``seeded(..., exclusive=True)`` and :func:`train_vae`) hold this lock, so that fits
+#: running in threads (joblib's threading backend, a Dask worker with several threads) do not interleave their
+#: draws: a seeded fit then gives the same numbers in a thread as alone. Such fits run one at a time; processes
+#: run in parallel. Other code that draws from torch's generator in another thread meanwhile (a plain
+#: ``seeded`` block, ``torch.randn``) still changes a fit's numbers: the lock is not held there, so that such a
+#: block may wait for a fit in another thread without a deadlock.
 _RNG_LOCK = threading.RLock()
 
 #: torch's thread count is one per process too: open :func:`torch_threads` blocks (nested, or in threads) share
@@ -553,8 +556,10 @@ def _train(model: nn.Module, data: Batches, cfg: TrainingConfig, device: torch.d
             elif epoch >= cfg.kl_warmup:
                 bad_epochs += 1
                 if bad_epochs >= cfg.patience:
-                    # A finished bar, not one cut short (a notebook draws that in red, as for an error).
-                    bar.total = epoch
+                    # A finished bar, not one cut short (a notebook draws that in red, as for an error):
+                    # reset to the epochs run, which also resizes a notebook's widget, and filled.
+                    bar.reset(total=epoch)
+                    bar.update(epoch)
                     bar.set_postfix(shown | {"stopped": "early"})
                     break
     bar.close()
@@ -592,10 +597,11 @@ def torch_threads(n: int | None) -> Iterator[None]:
         return
     block = object()  # this block's place among the open ones, whichever thread closes first
     with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)  # first: a count torch refuses leaves no block open behind it
         if not _threads_state["open"]:
-            _threads_state["before"] = torch.get_num_threads()
+            _threads_state["before"] = before
         _threads_state["open"].append((block, n))
-        torch.set_num_threads(n)
     try:
         yield
     finally:

@@ -493,3 +493,20 @@ def test_a_late_listing_says_which_refit_and_what_start_would_do():
     r.iloc[:400, 3] = np.nan  # listed on row 400, after the first refits' training ends
     with pytest.raises(DataError, match=r"the refit on the \d+ rows up to .*before the first returns of S3.*start="):
         walk_forward(FinVAE(window=10, hidden=8, epochs=1, verbose=0), r, n_jobs=1, **FAST)
+
+
+def test_a_delisted_asset_in_a_rolling_window_and_other_errors_name_their_refit():
+    from finvae import FinVAE
+
+    r = market()
+    r.iloc[250:, 3] = np.nan  # delisted on row 250: rolling windows after it hold none of its returns
+    with pytest.raises(DataError, match=r"S3 had returns only before this refit's window \(delisted\?\)"):
+        walk_forward(FinVAE(window=10, hidden=8, epochs=1, verbose=0), r, n_jobs=1, window=200, **FAST)
+
+    class Fails(TrailingVolScorer):
+        def fit(self, X, y=None):
+            raise RuntimeError("out of luck")
+
+    with pytest.raises(RuntimeError, match="out of luck") as info:
+        walk_forward(Fails(), market(), n_jobs=1, **FAST)
+    assert any("In walk_forward, the refit on the 200 rows up to" in note for note in info.value.__notes__)

@@ -244,7 +244,10 @@ def test_a_refit_keeps_the_user_s_files_and_dates_belong_to_the_model_there(file
            "holds other files besides its model (NOTES.txt)", "Move them out")
     assert (model / "NOTES.txt").read_text() == "my notes"  # nothing deleted
     (model / "NOTES.txt").unlink()
-    (model / ".model.safetensors.x1.tmp").write_bytes(b"")  # a killed save's leftover, and an OS's clutter
+    (model / ".gitignore").write_text("*.csv\n")  # the user's, though hidden
+    _fails(["fit", str(files / "prices.csv"), "--model", str(model), *SMALL], capsys, "(.gitignore)")
+    (model / ".gitignore").unlink()
+    (model / ".model.safetensors.x1.tmp.safetensors").write_bytes(b"")  # a killed save's leftover, and clutter
     (model / ".DS_Store").write_bytes(b"")
     assert main(["fit", str(files / "prices.csv"), "--model", str(model), "--end", FIT_END, *SMALL]) == 0
     # A fit.json from before the tie to the tensors (no tensors_sha256) still gives the dates.

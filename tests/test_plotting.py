@@ -276,3 +276,12 @@ def test_contributions_colour_the_largest_first_and_flags_past_the_level_are_not
 def test_a_single_point_on_another_index_is_drawn(label):
     fig = plot_scores(pd.Series([5.0], index=[label]), 4.0)
     assert fig.axes[0].get_lines()[0].get_marker() == "o"
+
+
+def test_dates_in_a_time_zone_are_labelled_in_it():
+    tokyo = pd.date_range("2024-03-04", periods=5, freq="D", tz="Asia/Tokyo")
+    fig = plot_scores(pd.Series([1.0, 2, 3, 4, 5], index=tokyo), 4.0)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert "Mar-04" in labels and "Mar-03" not in labels  # the Tokyo dates, not shifted to UTC's Mar-03

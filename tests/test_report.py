@@ -104,6 +104,9 @@ def test_the_results_print_as_a_summary_not_their_data(job):
     assert "\n" not in text and len(text) < 400
     assert f"{len(result.walk_forward):,} dates scored out of sample, {flags:,} flagged" in text
     assert f"{flags:,} flags" in repr(result.overlay) and "max drawdown" in repr(result.overlay)
+    numbered = MainJobResult(walk_forward=result.walk_forward.reset_index(drop=True), factors=result.factors,
+                             exposures=result.exposures, overlay=result.overlay, summary=result.summary, model=None)
+    assert repr(numbered).startswith("MainJobResult(0 to ")  # a non-date index prints as it is
 
 
 def test_the_report_holds_the_tables_settings_and_versions(job):
@@ -173,6 +176,8 @@ def test_max_flags_zero_lists_none_and_unestimated_exposures_say_why(tmp_path):
     assert "None could be estimated" in text
     with pytest.raises(ValueError, match="max_flags must be an integer >= 0"):
         write_report(result, tmp_path, max_flags=-1)
+    text = " ".join(_parse(write_report(result, tmp_path, max_flags=np.uint64(2))).text)
+    assert "5 flagged dates; the latest 2 are listed" in text  # numpy's unsigned integers do not wrap around
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 

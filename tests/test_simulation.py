@@ -222,3 +222,12 @@ def test_dynamics_that_blow_up_are_an_error_not_nan_paths(fitted):
     exploding = dataclasses.replace(dynamics, transition=1e3 * np.eye(len(dynamics.intercept)))
     with pytest.raises(DataError, match="simulated returns overflowed.*transition norm 1e\\+03"):
         model.simulate(returns, horizon=200, n_paths=5, random_state=0, dynamics=exploding)
+
+
+def test_the_static_prior_of_an_unfitted_model_says_so():
+    from sklearn.exceptions import NotFittedError
+
+    from finvae.simulation import sample_static
+
+    with pytest.raises(NotFittedError):
+        sample_static(FinVAE(), 3)

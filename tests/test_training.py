@@ -330,3 +330,15 @@ def test_a_fit_in_another_thread_inside_seeded_finishes_and_nested_thread_counts
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 3  # the outer block's count, back
     assert torch.get_num_threads() == before
+
+
+def test_a_thread_count_torch_refuses_leaves_no_block_open():
+    from finvae.training import torch_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with torch_threads(0):
+            pass
+    with torch_threads(1):  # every later block still opens and closes
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
