@@ -13,8 +13,11 @@ class TrainingError(RuntimeError):
     """Training could not go on (for instance the loss became NaN or infinite)."""
 
 
-def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
-    """A warning attributed to the caller's line: the first frame outside finvae, sklearn and joblib."""
+def warn_caller(message: str | Warning, category: type[Warning] = UserWarning) -> None:
+    """A warning attributed to the caller's line: the first frame outside finvae, sklearn and joblib.
+
+    ``message`` may be a Warning instance (its class then stands for ``category``), as ``warnings.warn`` takes.
+    """
     import joblib
     import sklearn
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import types
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -119,39 +120,62 @@ def _fit_score_block(estimator, train: pd.DataFrame, history: pd.DataFrame, n_sc
 def _fit_score_numbered(number: int, parent: int, *args) -> tuple[int, np.ndarray, float, list]:
     """:func:`_fit_score_block`, tagged with the block's number (results may arrive out of order), and its warnings.
 
-    In a worker process (a pid other than ``parent``) the refit's warnings would go to the worker's stderr, where
-    no filter or ``catch_warnings`` of the caller reaches them: they are recorded there, on the worker's main
-    thread only (``catch_warnings`` is not safe in threads), and returned for :func:`walk_forward` to show. In the
-    caller's own process they are shown as they arise.
+    The refit's warnings are recorded and returned, for :func:`walk_forward` to show once each under the caller's
+    filters: in a worker process (a Dask worker's threads included) they would otherwise go to the worker's stderr,
+    where no filter of the caller reaches them, and in the caller's process they would repeat once per refit.
+    Recording holds a lock, as ``catch_warnings`` is process-wide (the refits' training holds one anyway). Only
+    threads of the caller's own process (joblib's threading backend) show them as they arise: recording there
+    would also swallow the caller's other threads' warnings. A refit that fails carries its warnings as notes.
     """
-    if os.getpid() == parent or threading.current_thread() is not threading.main_thread():
+    if os.getpid() == parent and threading.current_thread() is not threading.main_thread():
         return (number, *_fit_score_block(*args), [])
-    with warnings.catch_warnings(record=True) as caught:
+    with _RECORDING, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # the caller's filters decide, when walk_forward shows them
-        result = _fit_score_block(*args)
+        try:
+            result = _fit_score_block(*args)
+        except Exception as error:  # the warnings that may explain the failure, kept with it
+            for warning in caught:
+                error.add_note(f"{warning.category.__name__} in this refit: {warning.message}")
+            raise
     return (number, *result, [(str(w.message), w.category, w.filename, w.lineno) for w in caught])
 
 
-#: Packages whose place in a worker's warning says nothing to the caller: the plumbing that ran the refit, and
-#: the walk-forward itself. Such warnings are shown at the caller's line.
+#: Held while a refit's warnings are recorded (``catch_warnings`` changes the process's filters).
+_RECORDING = threading.Lock()
+
+#: Packages whose place in a warning says nothing to the caller: the plumbing that ran the refit, and finvae
+#: itself. Their warnings are shown at the caller's line, unless they are deprecations, which stay where Python
+#: hides them by default.
 _PLUMBING = ("multiprocessing", "concurrent", "threading", "runpy", "joblib", "loky", "dask", "distributed",
              "finvae", "sklearn")
 
 
+def _module_named(filename: str) -> str | None:
+    """The name of the loaded module read from ``filename``, if any."""
+    path = os.path.abspath(filename)
+    for name, loaded in list(sys.modules.items()):
+        source = vars(loaded).get("__file__") if isinstance(loaded, types.ModuleType) else None
+        if isinstance(source, str) and os.path.abspath(source) == path:
+            return name
+    return None
+
+
 def _show_worker_warning(message: str, category: type[Warning], filename: str, lineno: int) -> None:
-    """Show a warning recorded in a worker process as if raised here: at its own place in a library (so that
-    filters by module still apply), or at the caller's line when it names finvae or the worker's plumbing."""
+    """Show a recorded warning as if raised here: at its own place (so that filters by module apply), or at the
+    caller's line when that place is finvae or the plumbing that ran the refit."""
     try:
         warning = category(message)
-    except Exception:  # a warning class whose constructor wants more than the message
-        warning = UserWarning(f"{category.__name__}: {message}")
-    path = os.path.abspath(filename)
-    module = next((name for name, loaded in list(sys.modules.items())
-                   if getattr(loaded, "__file__", None) and os.path.abspath(loaded.__file__) == path), None)
-    if module is None or module.split(".")[0] in _PLUMBING:
-        warn_caller(str(warning), type(warning))
-    else:
+    except Exception:  # a class whose constructor wants more than the message: the same class, its text
+        warning = category.__new__(category)
+        warning.args = (message,)
+    module = _module_named(filename)
+    deprecation = isinstance(warning, DeprecationWarning | PendingDeprecationWarning)
+    if module is not None and module.split(".")[0] in _PLUMBING and not deprecation:
+        warn_caller(warning)
+    elif module is not None:
         warnings.warn_explicit(warning, type(warning), filename, lineno, module=module)
+    else:
+        warnings.warn_explicit(warning, type(warning), filename, lineno)
 
 
 def walk_forward(

@@ -332,13 +332,14 @@ def _check_model_target(folder: Path) -> None:
     blocking = next((parent for parent in folder.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         raise DataError(f"{blocking} is a file, so no model folder can be made under it; pass another --model.")
-    if folder.exists() and not (folder.is_dir() and ((folder / MODEL_FILES[0]).is_file() or not any(folder.iterdir()))):
-        raise DataError(f"{folder} exists and is not a finvae model folder; it is left as it is. "
-                        "Pass a new folder (or an old model's folder, to replace that model) to --model.")
     def ours(name: str) -> bool:  # the model's files, a killed save's temporary ones (_atomic), an OS's clutter
         return name in {*MODEL_FILES, FIT_INFO, ".DS_Store", "Thumbs.db"} or (
             name.startswith(tuple(f".{n}." for n in MODEL_FILES + (FIT_INFO,))) and ".tmp" in name)
 
+    if folder.exists() and not (folder.is_dir() and ((folder / MODEL_FILES[0]).is_file()
+                                                     or all(ours(p.name) for p in folder.iterdir()))):
+        raise DataError(f"{folder} exists and is not a finvae model folder; it is left as it is. "
+                        "Pass a new folder (or an old model's folder, to replace that model) to --model.")
     others = sorted(p.name for p in folder.iterdir() if not ours(p.name)) if folder.is_dir() else []
     if others:  # a new fit replaces the folder as a whole: it would delete them
         raise DataError(f"{folder} holds other files besides its model ({', '.join(others[:3])}"

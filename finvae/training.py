@@ -558,8 +558,11 @@ def _train(model: nn.Module, data: Batches, cfg: TrainingConfig, device: torch.d
                 if bad_epochs >= cfg.patience:
                     # A finished bar, not one cut short (a notebook draws that in red, as for an error):
                     # reset to the epochs run, which also resizes a notebook's widget, and filled.
-                    bar.reset(total=epoch)
-                    bar.update(epoch)
+                    if not bar.disable:
+                        started, printed = bar.start_t, bar.last_print_t
+                        bar.reset(total=epoch)
+                        bar.start_t, bar.last_print_t = started, printed  # the time and rate of the epochs run
+                        bar.update(epoch)
                     bar.set_postfix(shown | {"stopped": "early"})
                     break
     bar.close()

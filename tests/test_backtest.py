@@ -483,7 +483,26 @@ def test_worker_processes_warnings_reach_the_caller_once_each_under_its_filters(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         walk_forward(WarnsPedantically(), r, n_jobs=2, **FAST)  # its class cannot be rebuilt from the text
-    assert [str(w.message) for w in caught if "odd data" in str(w.message)] == ["Pedantic: ('odd data', 7)"]
+    said = [w for w in caught if "odd data" in str(w.message)]
+    assert len(said) == 1 and said[0].category is Pedantic  # its class kept, for filters on it
+
+
+def test_the_caller_s_process_shows_each_refit_warning_once_and_a_failing_refit_keeps_its_own():
+    r = market()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        walk_forward(Warns(), r, n_jobs=1, **FAST)  # ten refits in this process, each warning
+    assert len([w for w in caught if "holiday row" in str(w.message)]) == 1
+
+    class WarnsThenFails(Warns):
+        def fit(self, X, y=None):
+            super().fit(X, y)
+            raise RuntimeError("no luck")
+
+    with pytest.raises(RuntimeError, match="no luck") as info:
+        walk_forward(WarnsThenFails(), r, n_jobs=2, **FAST)
+    assert any("UserWarning in this refit: the training data hold a holiday row" in note
+               for note in info.value.__notes__)
 
 
 def test_a_late_listing_says_which_refit_and_what_start_would_do():
@@ -495,6 +514,7 @@ def test_a_late_listing_says_which_refit_and_what_start_would_do():
         walk_forward(FinVAE(window=10, hidden=8, epochs=1, verbose=0), r, n_jobs=1, **FAST)
 
 
+@pytest.mark.filterwarnings("ignore:asset\\(s\\) S3")  # its short history, before the refit that fails
 def test_a_delisted_asset_in_a_rolling_window_and_other_errors_name_their_refit():
     from finvae import FinVAE
 
