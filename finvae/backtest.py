@@ -160,7 +160,7 @@ def _module_named(filename: str) -> str | None:
     return None
 
 
-def _show_worker_warning(message: str, category: type[Warning], filename: str, lineno: int) -> None:
+def _show_refit_warning(message: str, category: type[Warning], filename: str, lineno: int) -> None:
     """Show a recorded warning as if raised here: at its own place (so that filters by module apply), or at the
     caller's line when that place is finvae or the plumbing that ran the refit."""
     try:
@@ -383,7 +383,7 @@ def walk_forward(
         parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
     except ValueError:
         parallel = Parallel(n_jobs=n_jobs)
-    shown = set()  # worker processes' warnings, each once: ten refits need not say the same thing ten times
+    shown = set()  # the refits' recorded warnings, each once: ten refits need not say the same thing ten times
     with tqdm(total=len(blocks), initial=len(results), desc="walk-forward refits", unit="refit",
               disable=not verbose) as bar:
         if len(results) < len(blocks):
@@ -393,7 +393,7 @@ def walk_forward(
                     for warning in caught:  # now, before the block is saved: an "error" filter stops here
                         if warning not in shown:
                             shown.add(warning)
-                            _show_worker_warning(*warning)
+                            _show_refit_warning(*warning)
                     results[number] = scores, threshold
                     if store is not None:
                         store.save(keys[number], rows[number], scores, threshold)
