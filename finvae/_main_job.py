@@ -21,7 +21,7 @@ from finvae._atomic import atomic_path, remove_leftovers, write_csv
 from finvae._checkpoint import fit_or_load, writable_folder
 from finvae._cluster import check_scheduler, dask_backend
 from finvae._exceptions import DataError
-from finvae._validation import as_date_of
+from finvae._validation import as_date_of, day_label
 from finvae.backtest import (
     OverlayResult,
     _check_overlay_settings,
@@ -124,10 +124,7 @@ class MainJobResult:
     def __repr__(self) -> str:
         """A summary, not the tables: what was scored and flagged, and where the files are."""
         wf = self.walk_forward
-        def day(label) -> object:
-            return label.date() if hasattr(label, "date") else label
-
-        span = f"{day(wf.index[0])} to {day(wf.index[-1])}, " if len(wf) else ""
+        span = f"{day_label(wf.index[0])} to {day_label(wf.index[-1])}, " if len(wf) else ""
         folder = f" in {Path(self.files[0]).parent}" if self.files else ""
         return (f"MainJobResult({span}{len(wf):,} dates scored out of sample, {int(wf['flag'].sum()):,} flagged; "
                 f"{len(self.files)} files{folder}; {self.overlay!r})")

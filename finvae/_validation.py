@@ -13,6 +13,11 @@ from finvae._exceptions import DataError
 from finvae.datasets._market import PRICE_LEVEL, check_not_price_fields, looks_like_prices
 
 
+def day_label(label) -> object:
+    """A date as YYYY-MM-DD for messages and summaries; a label of another index as it is."""
+    return label.date() if isinstance(label, pd.Timestamp) else label
+
+
 def _first(labels, limit: int = 3) -> str:
     labels = list(labels)
     shown = ", ".join(str(x.date()) if isinstance(x, pd.Timestamp) else repr(x) for x in labels[:limit])

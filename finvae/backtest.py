@@ -27,7 +27,7 @@ from sklearn.base import clone
 from tqdm.auto import tqdm
 
 from finvae._exceptions import DataError, warn_caller
-from finvae._validation import as_date_of, check_labels, check_not_levels
+from finvae._validation import as_date_of, check_labels, check_not_levels, day_label
 from finvae.scoring import threshold as training_threshold
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def _fit_score_block(estimator, train: pd.DataFrame, history: pd.DataFrame, n_sc
                      contamination: float | None) -> tuple[np.ndarray, float]:
     """Fit on ``train``; score ``history`` (which ends with the block) and keep the block's last rows."""
     end = train.index[-1]
-    which = f"the refit on the {len(train):,} rows up to {end.date() if hasattr(end, 'date') else end}"
+    which = f"the refit on the {len(train):,} rows up to {day_label(end)}"
     try:
         estimator.fit(train)
     except DataError as error:  # one line for the user: which refit, and for assets without data what to do
@@ -500,8 +500,7 @@ class OverlayResult:
         if not len(dates):
             return "OverlayResult(no dates)"
         table = self.summary()
-        return (f"OverlayResult({dates[0].date() if hasattr(dates[0], 'date') else dates[0]} to "
-                f"{dates[-1].date() if hasattr(dates[-1], 'date') else dates[-1]}, {len(dates):,} days, "
+        return (f"OverlayResult({day_label(dates[0])} to {day_label(dates[-1])}, {len(dates):,} days, "
                 f"{int(self.flags.sum()):,} flags, de-risked {table.at['days de-risked', 'overlay']:.1%} of days; "
                 f"max drawdown {table.at['max drawdown', 'overlay']:.1%} against buy and hold "
                 f"{table.at['max drawdown', 'buy & hold']:.1%}; costs {self.cost_bps:g} bps; .summary(), .plot())")

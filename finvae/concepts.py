@@ -53,7 +53,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from threadpoolctl import threadpool_limits
 
 from finvae._exceptions import DataError
-from finvae._validation import as_date_of, check_returns
+from finvae._validation import as_date_of, check_returns, day_label
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -372,11 +372,11 @@ class StressScenarios:
         if self.quantiles is not None:
             return (
                 f"StressScenarios: {self.paths.shape[1]} simulated paths of {self.paths.shape[2]} days after "
-                f"{_day(self.at)} per strength ({self.kind} returns); quantiles of the portfolio's P&L:\n"
+                f"{day_label(self.at)} per strength ({self.kind} returns); quantiles of the portfolio's P&L:\n"
                 f"{self.quantiles.to_string(float_format=lambda v: f'{v: .2%}')}"
             )
         return (
-            f"StressScenarios of the window ending {_day(self.at)} ({self.kind} returns); "
+            f"StressScenarios of the window ending {day_label(self.at)} ({self.kind} returns); "
             f"P&L over the window, simple returns:\n"
             f"{self.pnl.to_string(float_format=lambda v: f'{v: .2%}')}"
         )
@@ -440,8 +440,8 @@ class StressScenarios:
         axes[0].set_ylabel("cumulative return (%)")
         axes[0].legend(loc="lower left", frameon=False)
         if own_figure:  # the caller's figure keeps its own title and layout
-            fig.suptitle(f"Window ending {_day(self.at)} moved along the vector" if self.paths is None else
-                         f"Paths after {_day(self.at)} with the codes moved along the vector (portfolio)")
+            fig.suptitle(f"Window ending {day_label(self.at)} moved along the vector" if self.paths is None else
+                         f"Paths after {day_label(self.at)} with the codes moved along the vector (portfolio)")
             fig.tight_layout()
         return fig
 
@@ -574,9 +574,9 @@ def stress_scenarios(
         return _simulated_scenarios(model, returns.iloc[: end + 1], vector, strengths, weights, kind, n_paths,
                                     w if horizon is None else horizon, random_state, dynamics, quantiles)
     if end < 2 * (w - 1):
-        first = _day(returns.index[2 * (w - 1)]) if len(returns) > 2 * (w - 1) else "(none: too few rows)"
+        first = day_label(returns.index[2 * (w - 1)]) if len(returns) > 2 * (w - 1) else "(none: too few rows)"
         raise DataError(
-            f"at={_day(at)} is before the first full window: each of the {w} days of the window needs a "
+            f"at={day_label(at)} is before the first full window: each of the {w} days of the window needs a "
             f"window of its own, so at needs {2 * w - 1} rows up to it (it has {end + 1}). "
             f"The first possible date is {first}; pass a later at or more history."
         )
@@ -586,8 +586,8 @@ def stress_scenarios(
     if codes.isna().any(axis=None):
         missing = codes.index[codes.isna().any(axis=1)]
         raise DataError(
-            f"{len(missing)} day(s) of the window ending {_day(at)} have no code (fewer than "
-            f"min_coverage={model.min_coverage:.0%} of assets observed), e.g. {_day(missing[0])}. "
+            f"{len(missing)} day(s) of the window ending {day_label(at)} have no code (fewer than "
+            f"min_coverage={model.min_coverage:.0%} of assets observed), e.g. {day_label(missing[0])}. "
             "Pick another at, or refit the model with a lower min_coverage."
         )
     if volatility is not None:
@@ -783,11 +783,6 @@ def stylized_facts(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _day(at) -> object:
-    """A date as YYYY-MM-DD for messages; a label of another index as it is."""
-    return at.date() if isinstance(at, pd.Timestamp) else at
 
 
 def _check_frame(returns) -> None:
