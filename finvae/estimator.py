@@ -624,11 +624,11 @@ class FinVAE(TransformerMixin, BaseEstimator):
           so a day must be surprising on both to rank high: a sell-off in calm
           times that is ordinary by history, or a large move inside a crisis
           that the factors expected, ranks lower;
-        - ``residual``: how broadly the day's cross-section broke: the 30th
+        - ``residual``: how broadly the day's cross-section broke: the 10th
           percentile (``finvae.scoring.BREADTH_QUANTILE``) of the squared
           residuals of its scaled returns, in units of each asset's noise
           scale, over the assets observed that day. It is large only when
-          most assets miss their reconstruction at once; one stock's jump
+          nearly all assets miss their reconstruction at once; one stock's jump
           moves it little (that is ``max_residual``'s job);
         - ``max_residual``: the most surprising residual of one asset (a
           single-asset jump). Each asset's residual is measured in units of
