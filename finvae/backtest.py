@@ -31,6 +31,9 @@ from finvae._validation import as_date_of, check_labels, check_not_levels, day_l
 from finvae.scoring import threshold as training_threshold
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["OverlayResult", "anomaly_overlay", "walk_forward"]
@@ -540,31 +543,40 @@ class OverlayResult:
         table.attrs.update(cost_bps=self.cost_bps, start=self.returns.index[0], end=self.returns.index[-1])
         return table
 
-    def plot(self, *, figsize: tuple[float, float] = (11.0, 7.0), log_scale: bool = True) -> Figure:
+    def plot(self, *, figsize: tuple[float, float] = (11.0, 7.0), log_scale: bool = True,
+             axes: Sequence[Axes] | None = None) -> Figure:
         """Equity curves with the de-risked periods shaded, and drawdowns below.
 
         Parameters
         ----------
         figsize : (float, float), default=(11, 7)
-            Figure size in inches.
+            Figure size in inches (of a new figure; ignored with ``axes``).
         log_scale : bool, default=True
             Plot wealth on a log scale (equal percentage moves look equal)
             when it spans a factor of 3 or more, with ticks at 1, 2, 5, 10
             written plainly; within a factor of 3 the axis stays linear.
+        axes : sequence of 2 Axes, optional
+            Draw into these instead of a new figure: the equity curves' Axes,
+            then the drawdowns'.
 
         Returns
         -------
         matplotlib.figure.Figure
+            The new figure, or the one that holds ``axes``.
         """
         import matplotlib.pyplot as plt
         from matplotlib.ticker import PercentFormatter
 
-        from finvae.plotting import _frame_one_date, _growth_axis, _line_markers
+        from finvae.plotting import _frame_one_date, _given_axes, _growth_axis, _line_markers
 
         series = {"overlay": self.returns, "buy & hold": self.benchmark, "vol target": self.vol_target}
         colors = {"overlay": "tab:red", "buy & hold": "tab:gray", "vol target": "tab:blue"}
-        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=figsize,
-                                          gridspec_kw={"height_ratios": [3, 1]}, layout="constrained")
+        if axes is not None:
+            top, bottom = _given_axes(axes, 2, "OverlayResult.plot (equity curves, drawdowns)")
+            fig = top.figure
+        else:
+            fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=figsize,
+                                              gridspec_kw={"height_ratios": [3, 1]}, layout="constrained")
         dates = self.returns.index
         derisked = (self.positions < 1.0).to_numpy()
         for first, last in _runs(derisked):
@@ -587,7 +599,8 @@ class OverlayResult:
         bottom.set_ylabel("drawdown")
         bottom.yaxis.set_major_formatter(PercentFormatter(1.0))  # as many decimals as the ticks need
         bottom.grid(alpha=0.3)
-        _frame_one_date(bottom, dates)
+        for ax in (top, bottom):  # the caller's axes need not share their x axis
+            _frame_one_date(ax, dates)
         return fig
 
 

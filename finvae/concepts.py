@@ -414,9 +414,9 @@ class StressScenarios:
                                      squeeze=False)
             axes = axes[0]
         else:
-            axes = np.atleast_1d(axes)
-            if len(axes) != len(strengths):
-                raise DataError(f"pass {len(strengths)} axes, one per strength; got {len(axes)}.")
+            from finvae.plotting import _given_axes
+
+            axes = _given_axes(axes, len(strengths), "StressScenarios.plot (one panel per strength)")
             fig = axes[0].figure
         for number, (ax, strength) in enumerate(zip(axes, strengths, strict=True)):
             panel = cumulative.xs(strength, level="strength")

@@ -9,9 +9,11 @@
 Equity curves and drawdowns of a backtest are drawn by
 :meth:`finvae.backtest.OverlayResult.plot`.
 
-Each function creates its own figure and never calls ``plt.show()``. Scripts
-that only save figures should select matplotlib's non-interactive backend
-first (``matplotlib.use("Agg")``), as ``finvae run`` does.
+Each function creates its own figure, or draws into the caller's axes
+(``ax=`` for a one-panel figure, ``axes=`` for several: e.g. a panel of a
+larger grid of subplots), and never calls ``plt.show()``. Scripts that only
+save figures should select matplotlib's non-interactive backend first
+(``matplotlib.use("Agg")``), as ``finvae run`` does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from finvae._validation import _levels_message
 from finvae.datasets._market import looks_like_prices
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["equal_weight_index", "plot_asset_contributions", "plot_factors", "plot_scores", "plot_var_backtest"]
@@ -40,6 +45,21 @@ def _series(data, what: str) -> pd.Series:
     if len(data) == 0:
         raise DataError(f"{what} is empty: nothing to plot.")
     return data
+
+
+def _given_axes(axes, needed: int, what: str) -> list:
+    """The caller's axes as a list of ``needed`` matplotlib Axes, or a DataError that says what to pass.
+
+    ``axes`` may be one Axes (``needed == 1``), a sequence or an array of them (e.g. from ``plt.subplots``).
+    """
+    from matplotlib.axes import Axes
+
+    given = list(np.ravel(np.asarray(axes, dtype=object)))
+    if len(given) != needed or not all(isinstance(ax, Axes) for ax in given):
+        kinds = ", ".join(sorted({type(ax).__name__ for ax in given})) or "nothing"
+        raise DataError(f"{what} draws {needed} panel(s): pass {needed} matplotlib Axes "
+                        f"(e.g. from plt.subplots({needed})); got {len(given)} ({kinds}).")
+    return given
 
 
 def _line_markers(values) -> dict:
@@ -136,6 +156,7 @@ def plot_scores(
     title: str = "FinVAE anomaly score, threshold and flagged dates",
     score_label: str = "anomaly score",
     figsize: tuple[float, float] = (11.0, 6.5),
+    axes: Axes | Sequence[Axes] | None = None,
 ) -> Figure:
     """The anomaly score over time with its threshold, and the flagged dates marked.
 
@@ -162,11 +183,16 @@ def plot_scores(
     score_label : str, default="anomaly score"
         Legend entry of the score line.
     figsize : (float, float), default=(11, 6.5)
-        Figure size in inches.
+        Figure size in inches (of a new figure; ignored with ``axes``).
+    axes : Axes or sequence of 2 Axes, optional
+        Draw into these instead of a new figure: one Axes for the score panel
+        alone, two (the level's, then the score's) with ``prices_or_index``.
+        The caller's figure keeps its size and layout.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The new figure, or the one that holds ``axes``.
 
     Examples
     --------
@@ -219,12 +245,18 @@ def plot_scores(
         if level.dropna().empty:
             raise DataError("prices_or_index has no values on the dates of scores; pass the same period.")
 
-    if level is None:
+    if axes is not None:
+        what = "plot_scores" if level is None else "plot_scores with prices_or_index (the level, then the score)"
+        panels = _given_axes(axes, 1 if level is None else 2, what)
+        fig = panels[0].figure
+        top, bottom = (None, panels[0]) if level is None else panels
+    elif level is None:
         fig, bottom = plt.subplots(figsize=figsize, layout="constrained")
         top = None
     else:
         fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=figsize, layout="constrained",
                                           gridspec_kw={"height_ratios": [1, 1]})
+    if top is not None:
         top.plot(level.index, level.to_numpy(), color="tab:gray", lw=1.0, label=level_label,
                  **_line_markers(level))
         known = level.dropna()
@@ -253,7 +285,9 @@ def plot_scores(
         bottom.set_ylim(low, high + max(0.25 * (high - low), 1.0))
     bottom.legend(loc="upper left", ncol=3)
     bottom.grid(alpha=0.3)
-    _frame_one_date(bottom, scores.index)
+    for ax in (top, bottom):  # the caller's axes need not share their x axis
+        if ax is not None:
+            _frame_one_date(ax, scores.index)
     if top is None:
         bottom.set_title(title)
     return fig
@@ -265,6 +299,7 @@ def plot_factors(
     smooth: int = 21,
     title: str = "FinVAE latent factors over time (posterior means)",
     figsize: tuple[float, float] | None = None,
+    axes: Axes | Sequence[Axes] | None = None,
 ) -> Figure:
     """Each latent factor over time, one panel each, with a rolling mean.
 
@@ -277,11 +312,14 @@ def plot_factors(
     title : str
         Title of the figure.
     figsize : (float, float), optional
-        Default: 11 inches wide, 2 inches per factor.
+        Default: 11 inches wide, 2 inches per factor (of a new figure; ignored with ``axes``).
+    axes : Axes or sequence of Axes, optional
+        Draw into these instead of a new figure: one Axes per factor.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The new figure, or the one that holds ``axes``.
 
     Examples
     --------
@@ -303,9 +341,14 @@ def plot_factors(
     if factors.empty:
         raise DataError("factors has no values (all NaN or no rows): nothing to plot.")
     k = factors.shape[1]
-    fig, axes = plt.subplots(k, 1, sharex=True, squeeze=False, layout="constrained",
-                             figsize=figsize or (11.0, 1.2 + 2.0 * k))
-    for ax, name in zip(axes[:, 0], factors.columns, strict=True):
+    if axes is not None:
+        panels = _given_axes(axes, k, "plot_factors (one panel per factor)")
+        fig = panels[0].figure
+    else:
+        fig, grid = plt.subplots(k, 1, sharex=True, squeeze=False, layout="constrained",
+                                 figsize=figsize or (11.0, 1.2 + 2.0 * k))
+        panels = list(grid[:, 0])
+    for ax, name in zip(panels, factors.columns, strict=True):
         values = factors[name]
         ax.plot(values.index, values.to_numpy(), color="tab:blue", lw=0.4, alpha=0.5, label="daily",
                 **_line_markers(values))
@@ -316,9 +359,10 @@ def plot_factors(
             ax.axhline(0.0, color="black", lw=0.6)
         ax.set_ylabel(str(name))
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(loc="upper left", ncol=2)
-    axes[0, 0].set_title(title)
-    _frame_one_date(axes[0, 0], factors.index)
+    panels[0].legend(loc="upper left", ncol=2)
+    panels[0].set_title(title)
+    for ax in panels:  # the caller's axes need not share their x axis
+        _frame_one_date(ax, factors.index)
     return fig
 
 
@@ -330,6 +374,7 @@ def plot_asset_contributions(
     n_assets: int = 8,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
+    ax: Axes | None = None,
 ) -> Figure:
     """Per-asset contributions on the ``top`` most anomalous days, as stacked bars.
 
@@ -356,11 +401,15 @@ def plot_asset_contributions(
     title : str, optional
         Default: "Per-asset contributions on the {top} most anomalous days".
     figsize : (float, float), optional
-        Figure size in inches. Default: 11 wide, 6 tall, taller beyond 16 days.
+        Figure size in inches. Default: 11 wide, 6 tall, taller beyond 16 days (of a new figure;
+        ignored with ``ax``).
+    ax : Axes, optional
+        Draw into this Axes instead of a new figure.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The new figure, or the one that holds ``ax``.
 
     Examples
     --------
@@ -402,7 +451,11 @@ def plot_asset_contributions(
 
     labels = [f"{d:%Y-%m-%d}  score {scores[d]:.1f}" if isinstance(d, pd.Timestamp) else f"{d}  score {scores[d]:.1f}"
               for d in days]
-    fig, ax = plt.subplots(figsize=figsize or (11.0, max(6.0, 1.2 + 0.3 * len(days))), layout="constrained")
+    if ax is not None:
+        (ax,) = _given_axes(ax, 1, "plot_asset_contributions")
+        fig = ax.figure
+    else:
+        fig, ax = plt.subplots(figsize=figsize or (11.0, max(6.0, 1.2 + 0.3 * len(days))), layout="constrained")
     if len(leaders) <= 10:
         palette = list(plt.get_cmap("tab10").colors)
     else:  # tab20 without its greys (one is the grey of "other"), and two of tab20b
@@ -433,6 +486,7 @@ def plot_var_backtest(
     *,
     title: str = "Value-at-risk forecast and its exceptions",
     figsize: tuple[float, float] = (11.0, 4.5),
+    ax: Axes | None = None,
 ) -> Figure:
     """A portfolio's daily returns, minus its VaR forecast, and the exceptions marked.
 
@@ -450,13 +504,16 @@ def plot_var_backtest(
     title : str
         Title of the figure.
     figsize : (float, float), default=(11, 4.5)
-        Figure size in inches.
+        Figure size in inches (of a new figure; ignored with ``ax``).
+    ax : Axes, optional
+        Draw into this Axes instead of a new figure.
 
     Returns
     -------
     matplotlib.figure.Figure
-        Returns as grey bars, ``-VaR`` as a line, and the days that lost more
-        than the VaR as red dots; the legend gives their count and share.
+        The new figure, or the one that holds ``ax``. Returns as grey bars,
+        ``-VaR`` as a line, and the days that lost more than the VaR as red
+        dots; the legend gives their count and share.
 
     Examples
     --------
@@ -480,7 +537,12 @@ def plot_var_backtest(
         raise DataError("returns and value_at_risk share no date with both values: nothing to plot.")
     returns, value_at_risk = returns[ok], value_at_risk[ok]
     exceptions = -returns > value_at_risk
-    fig, ax = plt.subplots(figsize=figsize)
+    own_figure = ax is None
+    if own_figure:
+        fig, ax = plt.subplots(figsize=figsize)
+    else:
+        (ax,) = _given_axes(ax, 1, "plot_var_backtest")
+        fig = ax.figure
     ax.vlines(returns.index, 0.0, returns.to_numpy(), color="0.6", linewidth=0.5, label="daily return")
     ax.plot(value_at_risk.index, -value_at_risk.to_numpy(), color="C0", linewidth=0.9, label="minus VaR",
             **_line_markers(value_at_risk))
@@ -493,5 +555,6 @@ def plot_var_backtest(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     _frame_one_date(ax, returns.index)
-    fig.tight_layout()
+    if own_figure:  # the caller's figure keeps its own layout
+        fig.tight_layout()
     return fig

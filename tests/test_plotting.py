@@ -285,3 +285,35 @@ def test_dates_in_a_time_zone_are_labelled_in_it():
     fig.canvas.draw()
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert "Mar-04" in labels and "Mar-03" not in labels  # the Tokyo dates, not shifted to UTC's Mar-03
+
+
+def test_every_plot_draws_into_the_caller_s_axes_and_says_how_many_it_needs(scores, dates):
+    from finvae.backtest import anomaly_overlay
+    from finvae.plotting import plot_var_backtest
+
+    returns = pd.DataFrame({"A": np.random.default_rng(1).normal(0.0, 0.01, len(dates))}, index=dates)
+    index = pd.Series(np.linspace(100, 120, len(dates)), index=dates)
+    factors = pd.DataFrame({"f0": scores, "f1": -scores})
+    shares = pd.DataFrame({"A": 0.7, "B": 0.3}, index=dates)
+    fig, grid = plt.subplots(3, 3, figsize=(9, 9))
+    fig.suptitle("my dashboard")
+    drawn = [
+        plot_scores(scores, 4.0, axes=grid[0, 0]),
+        plot_scores(scores, 4.0, None, index, axes=grid[:2, 1]),
+        plot_factors(factors, axes=[grid[1, 0], grid[2, 0]]),
+        plot_asset_contributions(shares, scores, top=3, ax=grid[2, 1]),
+        plot_var_backtest(returns["A"], pd.Series(0.02, index=dates), ax=grid[0, 2]),
+        anomaly_overlay(returns, scores > 4.0).plot(axes=grid[1:, 2]),
+    ]
+    assert all(f is fig for f in drawn) and len(fig.axes) == 9  # no other figure, no new axes
+    assert plt.get_fignums() == [fig.number]
+    assert fig._suptitle.get_text() == "my dashboard"
+    assert all(ax.has_data() for ax in grid.ravel())  # every panel drawn into
+    assert "flag" in grid[0, 1].get_title() and grid[1, 1].get_ylabel().startswith("anomaly score")
+
+    with pytest.raises(DataError, match=r"draws 2 panel\(s\): pass 2 matplotlib Axes.*got 1"):
+        plot_scores(scores, 4.0, None, index, axes=grid[0, 0])
+    with pytest.raises(DataError, match=r"plot_factors \(one panel per factor\) draws 2 panel"):
+        plot_factors(factors, axes=grid[0])
+    with pytest.raises(DataError, match=r"got 1 \(str\)"):
+        plot_var_backtest(returns["A"], pd.Series(0.02, index=dates), ax="left")
