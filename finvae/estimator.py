@@ -335,6 +335,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
                 f"asset(s) {', '.join(map(str, self._asset_names()[counts < 2][:5]))} have a single return in the "
                 "training data: nothing can be learned from one day. Fit on a longer history, or drop them."
             )
+        if len(counts) < 3:  # the breadth quantile of 1 or 2 squared residuals follows one asset's jump
+            _warn(f"{len(counts)} asset(s): the score's residual part (a broken cross-section, nearly all assets "
+                  "missing their reconstruction at once) needs 3 or more to tell breadth from one asset's jump. "
+                  "Read the market and max_residual parts (score_parts), or fit a larger universe.")
         few = np.flatnonzero(counts < MIN_ASSET_DAYS)
         if len(few) == len(counts):
             _warn(f"the training data hold at most {counts.max()} returns per asset, fewer than {MIN_ASSET_DAYS}: "
@@ -621,15 +625,21 @@ class FinVAE(TransformerMixin, BaseEstimator):
           equal-weight move in units of each asset's training volatility.
           Each becomes a p-value under its training distribution, and the two
           are joined by Fisher's method (:func:`finvae.scoring.fisher_surprise`),
-          so a day must be surprising on both to rank high: a sell-off in calm
+          so a day ranks high when it is surprising on both: a sell-off in calm
           times that is ordinary by history, or a large move inside a crisis
-          that the factors expected, ranks lower;
+          that the factors expected, ranks lower. One view alone carries the
+          part when it is extreme: a single stock's jump of 15-30 % moves the
+          factors enough to lift it above the threshold (``max_residual`` is
+          then larger still and leads the score);
         - ``residual``: how broadly the day's cross-section broke: the 10th
           percentile (``finvae.scoring.BREADTH_QUANTILE``) of the squared
           residuals of its scaled returns, in units of each asset's noise
           scale, over the assets observed that day. It is large only when
           nearly all assets miss their reconstruction at once; one stock's jump
-          moves it little (that is ``max_residual``'s job);
+          moves it little (that is ``max_residual``'s job) unless it is large
+          enough to move the factors, and so the other assets'
+          reconstructions (one stock down 30 %). It needs 3 assets or more
+          (``fit`` warns with fewer);
         - ``max_residual``: the most surprising residual of one asset (a
           single-asset jump). Each asset's residual is measured in units of
           its slow volatility (the longest half-life of ``vol_halflife``), not
@@ -650,11 +660,12 @@ class FinVAE(TransformerMixin, BaseEstimator):
         jump is far more surprising than a 10-sigma one, not a little more);
         their maximum over assets, already in nats, is calibrated once more as
         a day-level statistic with an exponential tail in its value. The score
-        is the largest of the three parts: 4.6 means "about as rare as the 1 %
-        most extreme training days" on the most extreme part. Fisher's method
-        takes the KL and the index move as independent, which they are not: on
-        days surprising on both, the market part reads larger than its
-        training frequency, so the score leans towards market-wide stress
+        is the largest of the three parts: 4.6 on ``residual`` or
+        ``max_residual`` means "about as rare as the 1 % most extreme training
+        days". Fisher's method takes the KL and the index move as independent,
+        which they are not: on days surprising on both, the market part reads
+        larger than its training frequency (on the sample, 2.7 % of training
+        days above 4.6), so the score leans towards market-wide stress
         (benchmarks/events_bench.py measures the score and each part on real
         stress days; :meth:`score_parts` gives the three parts).
 

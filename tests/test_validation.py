@@ -351,3 +351,17 @@ def test_unsorted_date_objects_are_unsorted_not_text():
 def test_a_short_history_for_every_asset_is_said_so_once():
     with pytest.warns(UserWarning, match=r"the training data hold at most 50 returns per asset, fewer than 60"):
         FinVAE(window=5, epochs=1, hidden=8, verbose=0).fit(make_returns(n_days=50))
+
+
+@pytest.mark.parametrize("n_assets", [1, 2, 3])
+def test_fewer_than_three_assets_are_warned_about_the_residual_part(n_assets):
+    returns = make_returns(n_days=120).iloc[:, :n_assets]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        FinVAE(window=5, epochs=1, hidden=8, verbose=0, random_state=0).fit(returns)
+    said = [str(w.message) for w in caught if "residual part" in str(w.message)]
+    if n_assets < 3:
+        assert len(said) == 1 and said[0].startswith(f"{n_assets} asset(s): the score's residual part")
+        assert "needs 3 or more" in said[0]
+    else:
+        assert said == []
