@@ -43,6 +43,13 @@ class FinVAECovariance(BaseCovariance):
     fitted state: pass the model as ``sklearn.frozen.FrozenEstimator(model)``,
     which a clone keeps fitted.
 
+    Missing returns (NaN) are FinVAE's to handle (:class:`finvae.FinVAE`):
+    late listings and gaps are allowed, an asset with no return at all in
+    ``X`` is an error. Rows on which no asset has a return (holidays of a
+    merged calendar, as a skfolio fold may hold) are left out before the fit
+    and the forecast. The forecast is made at ``X``'s last row with a return;
+    that date needs ``min_coverage`` of the assets observed.
+
     Parameters
     ----------
     estimator : FinVAE, optional
@@ -118,6 +125,9 @@ class FinVAECovariance(BaseCovariance):
             raise TypeError(f"FinVAECovariance.fit takes no fit parameters (FinVAE weighs every date alike); got "
                             f"{sorted(fit_params)}.")
         horizon = risk._check_horizon(self.horizon)
+        rows = risk._trading_rows(X)
+        if rows is not None:  # holidays of a merged calendar: no trading day, for the fit or the forecast
+            X = X.iloc[rows] if hasattr(X, "iloc") else np.asarray(X)[rows]
         if self.refit:
             base = self.estimator if self.estimator is not None else FinVAE(verbose=0)
             self.estimator_ = clone(base).fit(X)
@@ -136,10 +146,18 @@ class FinVAECovariance(BaseCovariance):
             self.estimator_ = self.estimator
         covariance = np.asarray(risk.covariance(self.estimator_, X, horizon=horizon), dtype=np.float64)
         if not np.isfinite(covariance).all():
+            last = np.asarray(X, dtype=np.float64)[-1]
+            coverage = float(np.mean(~np.isnan(last)))
+            if coverage < self.estimator_.min_coverage:
+                raise DataError(
+                    f"no covariance forecast at the last date of X: {int((~np.isnan(last)).sum())} of {len(last)} "
+                    f"assets have a return there, fewer than min_coverage ({self.estimator_.min_coverage:.0%}), so "
+                    "FinVAE scores no day there. End X on a day with more quotes, or lower the FinVAE's min_coverage."
+                )
             raise DataError(
                 "no covariance forecast at the last date of X: it needs a scored date (window "
-                f"{self.estimator_.window}, min_coverage {self.estimator_.min_coverage}) and at least "
-                f"{risk.MIN_DAYS} scored days in its lookback. Pass a longer history."
+                f"{self.estimator_.window}) and at least {risk.MIN_DAYS} scored days in its lookback. "
+                "Pass a longer history."
             )
         values = np.asarray(X, dtype=np.float64)
         self.n_features_in_ = values.shape[1]
@@ -149,3 +167,8 @@ class FinVAECovariance(BaseCovariance):
         self.location_ = np.zeros(values.shape[1]) if self.assume_centered else np.nanmean(values, axis=0)
         self._set_covariance(covariance / horizon)
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing returns are FinVAE's to handle
+        return tags

@@ -85,7 +85,7 @@ from scipy.stats import chi2
 from sklearn.utils.validation import check_is_fitted
 
 from finvae._exceptions import DataError
-from finvae._validation import check_returns
+from finvae._validation import check_returns, day_label
 from finvae.windows import trailing_ewma
 
 if TYPE_CHECKING:
@@ -158,6 +158,12 @@ def _check_weights(weights, model, n_assets: int) -> np.ndarray:
         values = np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError):
         raise DataError(f"weights must be numbers, one per asset; got {weights!r}.") from None
+    if values.ndim == 2 and values.shape[1] == n_assets:
+        raise DataError(
+            f"weights must hold one number per asset ({n_assets}), fixed over X's dates; got a {values.shape[0]} x "
+            f"{values.shape[1]} table. Weights that change over time are not supported: call once per rebalancing "
+            "period, with that period's weights (and its history before it)."
+        )
     if values.ndim != 1 or len(values) != n_assets:
         raise DataError(
             f"weights must hold one number per asset ({n_assets}); got shape {values.shape}."
@@ -191,6 +197,9 @@ def _positions(index, dates, n_days: int) -> np.ndarray:
     if isinstance(dates, str) or not np.iterable(dates):  # one date
         dates = [dates]
     wanted = dates if isinstance(dates, pd.Index) else pd.Index(list(dates))
+    if isinstance(index, pd.DatetimeIndex) and pd.api.types.is_integer_dtype(wanted.dtype):
+        raise DataError(f"dates {list(wanted[:3])} are row positions, which are for array input; X's index is dates: "
+                        "pass dates of X (e.g. X.index[[0, -1]]) or a boolean mask.")
     if isinstance(index, pd.DatetimeIndex) and not isinstance(wanted, pd.DatetimeIndex):
         try:  # strings or datetimes, read in X's time zone when they carry none
             wanted = pd.DatetimeIndex(pd.to_datetime(wanted))
@@ -223,6 +232,7 @@ class _Parts:
         self.f[ends] = decoded.numpy().astype(np.float64)
         self.scored = np.zeros(self.n_days, dtype=bool)
         self.scored[ends] = True
+        self.observed = observed
         self.moved = observed & (values != 0)  # a real move: not missing, not a stale price's zero
         # The volatilities for the day after each date.
         scales = [s.astype(np.float64) for _, s in model._next_day_scales(values)]  # floored at VOL_FLOOR
@@ -257,6 +267,14 @@ class _Parts:
         x, f = self.x[days], self.f[days]
         n = len(days)
         sample = x.T @ x / n
+        # Each asset's own second moment over the days it was observed: a missing day's zero surprise
+        # would shrink the variance of a late listing or of an asset with a data gap (and a
+        # minimum-variance portfolio would pile into it). With fewer than MIN_DAYS observed days the
+        # rest count at 1, the second moment the volatility scaling aims at. Raising the diagonal keeps
+        # the matrix positive semi-definite; co-movements keep the zeros (biased towards 0).
+        seen = self.observed[days].sum(axis=0)
+        counted = np.maximum(seen, MIN_DAYS)
+        sample[np.diag_indices_from(sample)] = (np.square(x).sum(axis=0) + (counted - seen)) / counted
         # The target: the factor parts' co-moments off the diagonal, and the sample's own second
         # moments on it (as in Ledoit and Wolf's targets): only the co-movements are shrunk. (The
         # larger of the two on the diagonal: a factor part's own moment can exceed its asset's by a
@@ -308,7 +326,28 @@ class _Parts:
         return part * (path.T @ path)
 
 
+def _trading_rows(X) -> np.ndarray | None:
+    """The rows of ``X`` on which some asset has a return; None when that is every row (or none: checked later).
+
+    A row with no return at all is a holiday of a merged calendar, not a trading day: the forecasts leave it
+    out (as the VaR does), rather than count it as a day of zero surprises."""
+    if np.ndim(X) != 2:
+        return None
+    empty = np.asarray(pd.isna(X)).all(axis=1)
+    return None if not empty.any() or empty.all() else np.flatnonzero(~empty)
+
+
 def _forecast_arrays(model, X, positions: np.ndarray, horizon: int) -> tuple[np.ndarray, _Parts]:
+    """Covariance forecasts at row ``positions`` of ``X``; NaN at rows without any return."""
+    rows = _trading_rows(X)
+    if rows is not None:
+        kept = X.iloc[rows] if isinstance(X, pd.DataFrame) else np.asarray(X)[rows]
+        at = np.minimum(np.searchsorted(rows, positions), len(rows) - 1)
+        trading = rows[at] == positions
+        arrays, parts = _forecast_arrays(model, kept, at[trading], horizon)
+        out = np.full((len(positions),) + arrays.shape[1:], np.nan)
+        out[trading] = arrays
+        return out, parts
     parts = _Parts(model, X)
     out = np.full((len(positions), parts.n_assets, parts.n_assets), np.nan)
     for i, t in enumerate(positions):
@@ -370,7 +409,8 @@ def covariance_forecasts(model: FinVAE, X: pd.DataFrame | np.ndarray, *, horizon
     if parts.index is None:
         return arrays
     assets = parts.columns
-    rows = pd.MultiIndex.from_product([parts.index[positions], assets], names=[parts.index.name or "date", "asset"])
+    dates_of_x = X.index[positions]  # X's own rows: a holiday row asked for gets NaN
+    rows = pd.MultiIndex.from_product([dates_of_x, assets], names=[dates_of_x.name or "date", assets.name or "asset"])
     return pd.DataFrame(arrays.reshape(-1, parts.n_assets), index=rows, columns=assets)
 
 
@@ -409,7 +449,7 @@ def covariance(model: FinVAE, X: pd.DataFrame | np.ndarray, *, horizon: int = 1)
     arrays, parts = _forecast_arrays(model, X, np.array([len(X) - 1]), horizon)
     last = X.iloc[-1] if isinstance(X, pd.DataFrame) else np.asarray(X)[-1]  # X is checked by now
     if np.isnan(np.asarray(last, dtype=np.float64)).all():
-        when = parts.index[-1] if parts.index is not None else f"row {len(X) - 1}"
+        when = day_label(X.index[-1]) if isinstance(X, pd.DataFrame) else f"row {len(X) - 1}"
         raise DataError(f"X's last date, {when}, has no return for any asset (a holiday?): a forecast is made at a "
                         "trading day's close. Drop such rows, e.g. X.dropna(how='all').")
     if parts.index is None:
@@ -445,8 +485,13 @@ def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.n
             path = parts.scale_path(t, horizon) * w  # (horizon, n_assets)
             daily_var[t] = np.maximum(np.einsum("ki,ij,kj->k", path, part, path), 0.0)
     daily = np.nansum(values * w, axis=1)  # missing returns count as 0
+    # The regime adjustment skips a day on which a held asset that has started trading has no return (a data
+    # gap, a delisting): its zero would read as calm, and the VaR would shrink with every day of the gap.
+    held = values[:, w != 0]
+    started = np.maximum.accumulate(~np.isnan(held), axis=0)
+    gap = (np.isnan(held) & started).any(axis=1)
     # the portfolio's regime adjustment, decaying back to 1 over the horizon as the fast volatility does
-    excess = _regime_adjustment(daily, np.sqrt(daily_var[:, 0]), parts.halflife) - 1.0
+    excess = _regime_adjustment(np.where(gap, np.nan, daily), np.sqrt(daily_var[:, 0]), parts.halflife) - 1.0
     decay = parts.lam ** np.arange(horizon)
     sigma = np.sqrt((daily_var * np.maximum(1.0 + excess[:, None] * decay, 0.0)).sum(axis=1))
     # The realised h-day return after each date s: days s+1 .. s+h.

@@ -376,3 +376,58 @@ def test_covariance_forecasts_beyond_the_machine_s_memory_are_refused_before_any
         covariance_forecasts(model, returns)
     monkeypatch.undo()
     assert covariance_forecasts(model, returns, dates=returns.index[-2:]).shape == (2 * len(ASSETS), len(ASSETS))
+
+
+def test_a_late_listing_and_a_data_gap_keep_the_asset_s_own_risk(model, returns):
+    """Missing days are zero surprises in the co-moments, not in an asset's own variance, nor in a VaR's regime."""
+    late = returns.copy()
+    late.iloc[:300, 0] = np.nan  # AAA lists on row 300: 30 days of it in the lookback below
+    day = returns.index[330]
+    full = model.covariance(returns.loc[:day]).to_numpy()
+    listed = model.covariance(late.loc[:day]).to_numpy()
+    assert 0.5 < listed[0, 0] / full[0, 0] < 2.0  # before: the zeros of 270 missing days cut it to a fraction
+    second_day = model.covariance(late.iloc[:302]).to_numpy()
+    assert second_day[0, 0] > 0.5 * model.covariance(returns.iloc[:302]).to_numpy()[0, 0]
+
+    alone = pd.Series([1.0, 0.0, 0.0, 0.0, 0.0], index=ASSETS)
+    gap = returns.copy()
+    gap.iloc[-30:, 0] = np.nan  # AAA's feed stops 30 days before the end
+    before = model.value_at_risk(returns, weights=alone).iloc[-31]
+    assert model.value_at_risk(gap, weights=alone).iloc[-1] > 0.7 * before  # before: it fell towards 0
+
+
+def test_covariance_forecasts_leave_out_rows_without_any_return(model, returns):
+    holiday = returns.index[300] + pd.Timedelta(hours=12)
+    with_holiday = pd.concat([returns, pd.DataFrame(np.nan, index=[holiday], columns=ASSETS)]).sort_index()
+    days = [returns.index[301], returns.index[350], holiday]
+    got = covariance_forecasts(model, with_holiday, dates=days)
+    pd.testing.assert_frame_equal(got.loc[days[:2]], covariance_forecasts(model, returns, dates=days[:2]))
+    assert got.loc[holiday].isna().all().all()
+    named = returns.rename_axis(index="when", columns="Ticker")
+    assert covariance_forecasts(model, named, dates=days[:1]).index.names == ["when", "Ticker"]
+
+
+def test_time_varying_weights_and_row_positions_on_dates_are_explained(model, returns):
+    with pytest.raises(DataError, match="Weights that change over time are not supported: call once per rebalancing"):
+        model.value_at_risk(returns, weights=pd.DataFrame(0.2, index=returns.index, columns=ASSETS))
+    with pytest.raises(DataError, match=r"row positions, which are for array input; X's index is dates"):
+        covariance_forecasts(model, returns, dates=[0, 1])
+
+
+def test_skfolio_estimator_leaves_out_holiday_rows_and_names_a_thin_last_date(model, returns):
+    pytest.importorskip("skfolio")
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.utils import get_tags
+
+    from finvae import FinVAECovariance
+
+    assert get_tags(FinVAECovariance()).input_tags.allow_nan
+    plain = FinVAECovariance(estimator=FrozenEstimator(model), refit=False).fit(returns)
+    holiday = pd.concat([returns, pd.DataFrame(np.nan, index=[returns.index[-1] + pd.Timedelta(days=1)],
+                                               columns=ASSETS)])
+    np.testing.assert_allclose(FinVAECovariance(estimator=FrozenEstimator(model), refit=False).fit(holiday).covariance_,
+                               plain.covariance_)
+    thin = returns.copy()
+    thin.iloc[-1, :3] = np.nan  # 2 of 5 assets quoted on the last day
+    with pytest.raises(DataError, match=r"2 of 5 assets have a return there, fewer than min_coverage \(50%\)"):
+        FinVAECovariance(estimator=FrozenEstimator(model), refit=False).fit(thin)
