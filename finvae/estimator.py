@@ -1106,6 +1106,11 @@ def _asset_labels(columns: pd.Index) -> np.ndarray:
 def elbo_scorer(estimator: FinVAE, X: pd.DataFrame | np.ndarray, y: object = None) -> float:
     """Scorer for ``GridSearchCV(FinVAE(), ..., scoring=elbo_scorer)``: the mean ELBO (higher is better).
 
+    Each test fold is scored on its own rows, as cross-validation passes them: its first
+    ``window - 1`` dates have no score, and its volatilities start at the training variance
+    rather than from the days before the fold. Compare candidates with the same ``window`` on
+    the same folds; a grid over ``window`` scores different sets of dates.
+
     Examples
     --------
     >>> from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
