@@ -664,7 +664,7 @@ class FinVAE(TransformerMixin, BaseEstimator):
         ``max_residual`` means "about as rare as the 1 % most extreme training
         days". Fisher's method takes the KL and the index move as independent,
         which they are not: on days surprising on both, the market part reads
-        larger than its training frequency (on the sample, 2.7 % of training
+        larger than its training frequency (on the sample, about 3 % of training
         days above 4.6), so the score leans towards market-wide stress
         (benchmarks/events_bench.py measures the score and each part on real
         stress days; :meth:`score_parts` gives the three parts).

@@ -158,7 +158,7 @@ def _check_weights(weights, model, n_assets: int) -> np.ndarray:
         values = np.asarray(weights, dtype=np.float64)
     except (TypeError, ValueError):
         raise DataError(f"weights must be numbers, one per asset; got {weights!r}.") from None
-    if values.ndim == 2 and values.shape[1] == n_assets:
+    if values.ndim == 2 and values.shape[1] == n_assets and values.shape[0] > 1:
         raise DataError(
             f"weights must hold one number per asset ({n_assets}), fixed over X's dates; got a {values.shape[0]} x "
             f"{values.shape[1]} table. Weights that change over time are not supported: call once per rebalancing "
@@ -273,8 +273,9 @@ class _Parts:
         # rest count at 1, the second moment the volatility scaling aims at. Raising the diagonal keeps
         # the matrix positive semi-definite; co-movements keep the zeros (biased towards 0).
         seen = self.observed[days].sum(axis=0)
-        counted = np.maximum(seen, MIN_DAYS)
-        sample[np.diag_indices_from(sample)] = (np.square(x).sum(axis=0) + (counted - seen)) / counted
+        short = np.flatnonzero(seen < n)  # assets missing on some day (only they change: bit for bit)
+        counted = np.maximum(seen[short], MIN_DAYS)
+        sample[short, short] = (np.square(x[:, short]).sum(axis=0) + (counted - seen[short])) / counted
         # The target: the factor parts' co-moments off the diagonal, and the sample's own second
         # moments on it (as in Ledoit and Wolf's targets): only the co-movements are shrunk. (The
         # larger of the two on the diagonal: a factor part's own moment can exceed its asset's by a
@@ -331,7 +332,7 @@ def _trading_rows(X) -> np.ndarray | None:
 
     A row with no return at all is a holiday of a merged calendar, not a trading day: the forecasts leave it
     out (as the VaR does), rather than count it as a day of zero surprises."""
-    if np.ndim(X) != 2:
+    if np.ndim(X) != 2 or (isinstance(X, pd.DataFrame) and X.index.has_duplicates):  # duplicates: refused later
         return None
     empty = np.asarray(pd.isna(X)).all(axis=1)
     return None if not empty.any() or empty.all() else np.flatnonzero(~empty)
@@ -384,7 +385,9 @@ def covariance_forecasts(model: FinVAE, X: pd.DataFrame | np.ndarray, *, horizon
     Returns
     -------
     covariances : DataFrame with a (date, asset) MultiIndex and the assets as columns
-        (the layout of ``returns.rolling(n).cov()``), or ndarray of shape
+        (the layout of ``returns.rolling(n).cov()``, its levels named after
+        ``X``'s index and columns, "date" and "asset" when they have no
+        name), or ndarray of shape
         (n_dates, n_assets, n_assets) for array input. NaN for dates without
         a forecast (module docstring).
 
@@ -467,14 +470,14 @@ def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.n
     if values.ndim == 2 and horizon >= len(values):
         raise DataError(f"horizon={horizon} days is not shorter than X ({len(values)} days): no {horizon}-day "
                         "outcome can be seen to calibrate the VaR. Pass a shorter horizon or a longer history.")
-    empty = values.ndim == 2 and np.isnan(values).all(axis=1)
-    if np.any(empty) and not np.all(empty):
-        # A date on which no asset has a return (a holiday in a merged calendar) is no trading day: left out,
-        # it neither counts as a zero outcome nor separates a forecast from the next day's outcome.
-        kept = X.iloc[~empty] if isinstance(X, pd.DataFrame) else values[~empty]
+    rows = _trading_rows(X)
+    if rows is not None:
+        # A holiday row is left out: it neither counts as a zero outcome nor separates a forecast from the
+        # next day's outcome.
+        kept = X.iloc[rows] if isinstance(X, pd.DataFrame) else values[rows]
         var_kept, es_kept, _ = _portfolio_tail(model, kept, alpha, weights, horizon)
         var, es = np.full(len(values), np.nan), np.full(len(values), np.nan)
-        var[~empty], es[~empty] = var_kept, es_kept
+        var[rows], es[rows] = var_kept, es_kept
         return var, es, X.index if isinstance(X, pd.DataFrame) else None
     parts = _Parts(model, X)
     n = parts.n_days
@@ -485,11 +488,7 @@ def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.n
             path = parts.scale_path(t, horizon) * w  # (horizon, n_assets)
             daily_var[t] = np.maximum(np.einsum("ki,ij,kj->k", path, part, path), 0.0)
     daily = np.nansum(values * w, axis=1)  # missing returns count as 0
-    # The regime adjustment skips a day on which a held asset that has started trading has no return (a data
-    # gap, a delisting): its zero would read as calm, and the VaR would shrink with every day of the gap.
-    held = values[:, w != 0]
-    started = np.maximum.accumulate(~np.isnan(held), axis=0)
-    gap = (np.isnan(held) & started).any(axis=1)
+    gap = _data_gaps(values[:, w != 0])
     # the portfolio's regime adjustment, decaying back to 1 over the horizon as the fast volatility does
     excess = _regime_adjustment(np.where(gap, np.nan, daily), np.sqrt(daily_var[:, 0]), parts.halflife) - 1.0
     decay = parts.lam ** np.arange(horizon)
@@ -517,6 +516,22 @@ def _portfolio_tail(model, X, alpha, weights, horizon) -> tuple[np.ndarray, np.n
         var[t] = -tail.max() * sigma[t]
         es[t] = -tail.mean() * sigma[t]
     return var, es, parts.index
+
+
+def _data_gaps(held: np.ndarray) -> np.ndarray:
+    """Days on which a held asset that has started trading has no return, for up to ``MIN_DAYS`` days in a row.
+
+    A portfolio's regime adjustment skips them: a gap's zero returns would read as calm, and the VaR would shrink
+    with every day of the gap. A longer absence is a delisting: the asset's weight is then cash, and the days count
+    again. Causal: a day's answer reads no later day.
+    """
+    missing = np.isnan(held) & np.maximum.accumulate(~np.isnan(held), axis=0)
+    run = np.zeros(held.shape[1], dtype=np.intp)
+    gap = np.zeros(len(held), dtype=bool)
+    for t in range(len(held)):  # days in a row each asset has been missing
+        run = (run + 1) * missing[t]
+        gap[t] = ((run > 0) & (run <= MIN_DAYS)).any()
+    return gap
 
 
 def _regime_adjustment(daily: np.ndarray, sigma_1: np.ndarray, halflife: float) -> np.ndarray:

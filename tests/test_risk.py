@@ -391,9 +391,25 @@ def test_a_late_listing_and_a_data_gap_keep_the_asset_s_own_risk(model, returns)
 
     alone = pd.Series([1.0, 0.0, 0.0, 0.0, 0.0], index=ASSETS)
     gap = returns.copy()
-    gap.iloc[-30:, 0] = np.nan  # AAA's feed stops 30 days before the end
-    before = model.value_at_risk(returns, weights=alone).iloc[-31]
+    gap.iloc[-15:, 0] = np.nan  # AAA's feed stops 15 days before the end
+    before = model.value_at_risk(returns, weights=alone).iloc[-16]
     assert model.value_at_risk(gap, weights=alone).iloc[-1] > 0.7 * before  # before: it fell towards 0
+
+
+def test_the_var_s_regime_skips_a_held_asset_s_data_gap_but_not_a_delisting():
+    """A gap of up to MIN_DAYS days is skipped; a longer absence (a delisting) is not, nor is a late listing."""
+    from finvae.risk import MIN_DAYS, _data_gaps
+
+    held = np.zeros((100, 2))
+    held[:10, 0] = np.nan  # A lists on row 10: not a gap
+    held[30:35, 0] = np.nan  # a 5-day gap in A's data
+    held[50:, 1] = np.nan  # B delists on row 50
+    gap = _data_gaps(held)
+    expected = np.zeros(100, dtype=bool)
+    expected[30:35] = True
+    expected[50:50 + MIN_DAYS] = True
+    np.testing.assert_array_equal(gap, expected)
+    np.testing.assert_array_equal(_data_gaps(held[:60]), expected[:60])  # causal: the past reads no later day
 
 
 def test_covariance_forecasts_leave_out_rows_without_any_return(model, returns):
@@ -405,6 +421,9 @@ def test_covariance_forecasts_leave_out_rows_without_any_return(model, returns):
     assert got.loc[holiday].isna().all().all()
     named = returns.rename_axis(index="when", columns="Ticker")
     assert covariance_forecasts(model, named, dates=days[:1]).index.names == ["when", "Ticker"]
+    twice = pd.concat([returns, pd.DataFrame(np.nan, index=returns.index[-1:], columns=ASSETS)])
+    with pytest.raises(DataError, match="duplicate"):  # a repeated date is refused, even with one copy empty
+        covariance(model, twice)
 
 
 def test_time_varying_weights_and_row_positions_on_dates_are_explained(model, returns):
