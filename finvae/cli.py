@@ -139,12 +139,42 @@ def _cmd_data_download(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- finvae fit / finvae score
 
 
-def _date(text: str) -> pd.Timestamp:
-    """An argparse ``type`` for dates, so that a bad date ends in a usage error."""
+def _date(text: str, *, end: bool = False) -> pd.Timestamp:
+    """An argparse ``type`` for dates, so that a bad date ends in a usage error.
+
+    Read as a file's dates are: dotted dates day first (31.01.2024), slashed ones month first only when that
+    is the one reading (01/31/2024; 03/04/2024 is refused as ambiguous). A year or a month alone is the whole
+    period: its first day for ``--start``, its last for ``--end`` (``--end 2019`` includes December 2019).
+    """
+    import re
+
+    text = text.strip()
+    example = "expected a date such as 2024-01-31"
+    if re.fullmatch(r"\d{4}(-\d{1,2})?", text):  # a year, or a year and month: the whole period
+        try:
+            period = pd.Period(text, freq="M" if "-" in text else "Y")
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{example}, got {text!r}") from None
+        return (period.end_time if end else period.start_time).normalize()
+    dotted = re.fullmatch(r"(\d{1,2})\.(\d{1,2})\.(\d{4})", text)
+    slashed = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", text)
+    if slashed and int(slashed[1]) <= 12 and int(slashed[2]) <= 12 and slashed[1] != slashed[2]:
+        raise argparse.ArgumentTypeError(f"{text!r} is ambiguous (day/month or month/day?): write it as YYYY-MM-DD")
     try:
-        return pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise argparse.ArgumentTypeError(f"expected a date such as 2024-01-31, got {text!r}") from None
+        value = pd.Timestamp(pd.to_datetime(text, dayfirst=bool(dotted or (slashed and int(slashed[1]) > 12))))
+    except (ValueError, TypeError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{example}, got {text!r}") from None
+    if pd.isna(value):  # '' (an unset variable in a cron line) reads as NaT
+        raise argparse.ArgumentTypeError(f"{example}, got {text!r}")
+    if value.tzinfo is not None:
+        raise argparse.ArgumentTypeError(f"give a date without a time zone, such as 2024-01-31; got {text!r} (a "
+                                         "date is read in the file's own zone)")
+    return value
+
+
+def _end_date(text: str) -> pd.Timestamp:
+    """:func:`_date` for ``--end``: a year or month alone ends on its last day."""
+    return _date(text, end=True)
 
 
 def _add_input_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -168,8 +198,9 @@ def _add_fit_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_input_arguments(fit, "folder to save the model in (created if missing)")
     fit.add_argument("--start", type=_date, metavar="DATE",
                      help="first date fitted on, YYYY-MM-DD (default: the first in PRICES)")
-    fit.add_argument("--end", type=_date, metavar="DATE",
-                     help="last date fitted on, inclusive (default: the last in PRICES)")
+    fit.add_argument("--end", type=_end_date, metavar="DATE",
+                     help="last date fitted on, inclusive; a year or month alone means its last day "
+                          "(default: the last in PRICES)")
     fit.add_argument("--window", type=_number(int, least=2), default=defaults.window, metavar="N",
                      help="days per FinVAE window (default: %(default)s)")
     fit.add_argument("--latent-dim", type=_number(int, least=1), default=defaults.latent_dim, metavar="K",
@@ -194,8 +225,9 @@ def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--out", required=True, metavar="CSV", help="CSV file to write ('-' for stdout)")
     score.add_argument("--start", type=_date, metavar="DATE",
                        help="first date written (default: the first); the dates before still feed the scores")
-    score.add_argument("--end", type=_date, metavar="DATE",
-                       help="last date scored, inclusive (default: the last in PRICES)")
+    score.add_argument("--end", type=_end_date, metavar="DATE",
+                       help="last date scored, inclusive; a year or month alone means its last day "
+                            "(default: the last in PRICES)")
     score.add_argument("--top", type=_number(int, least=1), default=3, metavar="N",
                        help="assets listed per date in the top_assets column (default: %(default)s)")
     score.set_defaults(func=_cmd_score)
@@ -542,8 +574,9 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--start", type=_date, metavar="DATE",
                      help="first scored and backtested date; training uses the days before (default: 2000-01-01, "
                           "or on a shorter history the first date with --min-train days before it)")
-    run.add_argument("--end", type=_date, metavar="DATE",
-                     help="last date used, YYYY-MM-DD (default: the last available)")
+    run.add_argument("--end", type=_end_date, metavar="DATE",
+                     help="last date used, YYYY-MM-DD, inclusive; a year or month alone means its last day "
+                          "(default: the last available)")
     run.add_argument("--window", type=_number(int, least=2), default=20,
                      help="days per FinVAE window (default: 20)")
     run.add_argument("--latent-dim", type=_number(int, least=1), default=3,
