@@ -615,3 +615,20 @@ def test_more_price_field_layouts_are_refused_and_named():
     with pytest.raises(DataError, match=r"has no column of dates \(its first column, 'Unnamed: 0', holds numbers such "
                                         r"as 42009: Excel serial"):
         load_returns(io.StringIO(",A\n42009,24.53\n42010,24.60\n"), assume="prices")
+
+
+def test_days_on_which_every_price_is_unchanged_are_warned_about_as_filled_in():
+    dates = pd.bdate_range("2024-01-01", periods=30)
+    rng = np.random.default_rng(0)
+    prices = pd.DataFrame(100 * np.exp(np.cumsum(rng.normal(0, 0.01, (30, 4)), axis=0)), index=dates,
+                          columns=list("ABCD"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prices_to_returns(prices)  # real moves: no warning
+    calendar = prices.reindex(pd.date_range(dates[0], dates[-1])).ffill()  # weekends filled with Friday's prices
+    with pytest.warns(UserWarning, match=r"10 date\(s\) on which every asset's price is unchanged \(e\.g\. 2024-01-06, "
+                                         r"10 of them weekend days\)"):
+        prices_to_returns(calendar)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prices_to_returns(calendar, stale_days=None)  # the stale-price switch turns this check off too

@@ -305,6 +305,7 @@ def prices_to_returns(
         )
     if stale_days is not None:
         _warn_stale(frame, stale_days)
+        _warn_unchanged_rows(frame)
 
     # Denominator: each asset's last price strictly before the date. Forward filling only the
     # denominator (never the numerator) keeps gaps and pre-listing/post-delisting dates NaN.
@@ -341,6 +342,29 @@ def _warn_stale(frame: pd.DataFrame, min_days: int) -> None:
             f"Stale prices (unchanged for {min_days} or more days in a row, likely stale quotes rather than "
             f"market prices): {_first(found, limit=5)}. Their returns are zero on those days; check the "
             "source, or pass stale_days=None to turn this check off.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_unchanged_rows(frame: pd.DataFrame) -> None:
+    """Warn about dates on which every priced asset (3 or more) is unchanged: forward-filled non-trading days.
+
+    Three or more real prices all unchanged on one day is a non-trading day filled in (weekends in a file of
+    calendar days, holidays in one of business days), not a market: its zero returns would count as a calm day.
+    """
+    values = frame.to_numpy()
+    previous = frame.ffill().shift(1).to_numpy()
+    priced = ~np.isnan(values) & ~np.isnan(previous)
+    unchanged = (priced.sum(axis=1) >= 3) & np.all(~priced | (values == previous), axis=1)
+    if unchanged.any():
+        dates = frame.index[unchanged]
+        weekends = int(np.isin(getattr(dates, "day_of_week", np.array([])), (5, 6)).sum())
+        why = f", {weekends} of them weekend days" if weekends else ""
+        warnings.warn(
+            f"{int(unchanged.sum())} date(s) on which every asset's price is unchanged (e.g. {_label(dates[0])}"
+            f"{why}): non-trading days filled in with the day before's prices? Their returns are all zero and count "
+            "as calm trading days. Drop those rows, or leave their prices empty (rows with no price are dropped).",
             UserWarning,
             stacklevel=3,
         )
@@ -501,7 +525,9 @@ def load_returns(
                else f"median absolute value {np.median(np.abs(finite)) if finite.size else float('nan'):.3g}"
                + (", with negative values" if (finite < 0).any() else ""))
         action = (f"converted them to {kind} returns with prices_to_returns" if holds == "prices"
-                  else "used them as they are")
+                  else "used them as they are, as daily log returns (simple returns, 1 % = 0.01, would be read "
+                       "a little wrong: pass np.log1p of them, or prices; finvae run takes --assume returns "
+                       "--returns-kind simple)")
         said = (f"load_returns: {source} looks like {holds} ({why}); {action}. Pass assume='{holds}' to say so "
                 f"and silence this, or assume='{'returns' if holds == 'prices' else 'prices'}' if that is wrong.")
         if holds == "returns":
