@@ -761,8 +761,9 @@ def _run(args: argparse.Namespace) -> int:
             os.dup2(devnull, sys.stdout.fileno())  # Python's recipe: the flush at exit must not fail again
             return EXIT_OK
         except KeyboardInterrupt:  # Ctrl-C: a way to stop (a checkpointed run resumes), not a crash
-            print("\nfinvae: interrupted. Finished files are kept (with --checkpoint, the same command resumes).",
-                  file=sys.stderr)
+            run = getattr(args, "command", None) == "run"  # only finvae run takes --checkpoint
+            resumes = " (with --checkpoint, the same command resumes)" if run else ""
+            print(f"\nfinvae: interrupted. Finished files are kept{resumes}.", file=sys.stderr)
             return EXIT_INTERRUPTED
 
 

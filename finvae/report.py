@@ -300,7 +300,10 @@ def _flags_table(wf: pd.DataFrame, contributions: pd.DataFrame | None, top: int,
 
 
 def _exposures_table(exposures: pd.DataFrame) -> str:
-    rows = [[_e(asset)] + [_number(v) for v in values] for asset, values in exposures.iterrows()]
+    # Three significant digits: betas of daily returns to unit-scale factors are about 0.01, which two decimals
+    # would show as 0.01 or -0.01 for every asset.
+    rows = [[_e(asset)] + ["–" if not np.isfinite(v) else f"{v:.3g}" for v in values.astype(float)]
+            for asset, values in exposures.iterrows()]
     note = ('<p class="note">Each asset\'s betas to the latent factors and the R² of that regression, over the '
             "scored dates (<code>exposures.csv</code>).</p>")
     if exposures.isna().all().all():

@@ -231,6 +231,11 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     monkeypatch.setattr(args, "func", interrupted)
     assert cli._run(args) == 130
     err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["finvae: interrupted. Finished files are kept."]  # only finvae run takes --checkpoint
+    args = cli.build_parser().parse_args(["run", "--out", "x"])
+    monkeypatch.setattr(args, "func", interrupted)
+    assert cli._run(args) == 130
+    err = capsys.readouterr().err.strip().splitlines()
     assert err == ["finvae: interrupted. Finished files are kept (with --checkpoint, the same command resumes)."]
 
 

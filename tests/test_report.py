@@ -194,3 +194,10 @@ def test_the_main_job_leaves_the_caller_s_matplotlib_backend(tmp_path, monkeypat
                           refit_every=400, n_jobs=1, random_state=0, verbose=0)
     assert sum(path.suffix == ".png" for path in result.files) == 4
     assert matplotlib.pyplot.get_fignums() == open_before  # every figure drawn was closed
+
+
+def test_small_factor_betas_keep_three_significant_digits(tmp_path):
+    result = _small_result(tmp_path, ["A", "B"], n_figures=0, flags=0)
+    result.exposures["factor_0"] = [0.0123, -0.00456]  # betas of daily returns to unit-scale factors
+    text = " ".join(_parse(write_report(result, tmp_path)).text)
+    assert "0.0123" in text and "-0.00456" in text
