@@ -570,6 +570,8 @@ def stress_scenarios(
         hint = f" The last date before it is {before[-1]}." if len(before) else ""
         raise DataError(f"at={at} is not a date of returns.{hint} Pass a trading date.")
     end = returns.index.get_loc(at)
+    strengths = _check_strengths(strengths)
+    vector = _as_vector(vector, model.latent_dim)
     if n_paths is not None:
         return _simulated_scenarios(model, returns.iloc[: end + 1], vector, strengths, weights, kind, n_paths,
                                     w if horizon is None else horizon, random_state, dynamics, quantiles)
@@ -595,8 +597,7 @@ def stress_scenarios(
     else:
         trailing = model.volatility(history)
         sigma = trailing.iloc[-1].to_numpy() if units == "at" else trailing.iloc[-w:].to_numpy()
-    strengths = [float(s) for s in np.atleast_1d(strengths)]
-    moved = shift_codes(codes.to_numpy(), _as_vector(vector, model.latent_dim), strengths)
+    moved = shift_codes(codes.to_numpy(), vector, strengths)
     decoded = model.decode(moved, volatility=sigma)  # (n_strengths, window, n_assets)
 
     assets = pd.Index(returns.columns, name="asset")
@@ -617,7 +618,6 @@ def _simulated_scenarios(model, history, vector, strengths, weights, kind, n_pat
     from finvae import simulation
 
     v = _as_vector(vector, model.latent_dim)
-    strengths = [float(s) for s in np.atleast_1d(strengths)]
     levels = [float(q) for q in np.atleast_1d(quantiles)]
     if not all(0 <= q <= 1 for q in levels):
         raise DataError(f"quantiles must lie between 0 and 1; got {levels}.")
@@ -850,11 +850,26 @@ def _difference(z: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def _as_vector(vector, latent_dim: int) -> np.ndarray:
-    v = np.asarray(vector, dtype=np.float64)
+    v = np.asarray(getattr(vector, "vector", vector), dtype=np.float64)  # a ConceptVector or its numbers
     if v.shape != (latent_dim,):
         raise DataError(f"vector has shape {v.shape}; this model's codes have {latent_dim} values: "
                         f"pass shape ({latent_dim},), e.g. concept_vector(...).vector.")
+    if not np.isfinite(v).all():
+        raise DataError(f"vector holds NaN or infinite values ({v.tolist()}); pass finite numbers.")
     return v
+
+
+def _check_strengths(strengths) -> list[float]:
+    """The strengths as a list of finite floats, or a DataError that says what to pass."""
+    try:
+        values = np.asarray(strengths, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"strengths must be numbers, e.g. (0, 1, 2, 3); got {strengths!r}.") from None
+    if values.ndim > 1 or values.size == 0:
+        raise DataError(f"strengths must be a non-empty sequence of numbers, e.g. (0, 1, 2, 3); got {strengths!r}.")
+    if not np.isfinite(values).all():
+        raise DataError(f"strengths must be finite numbers; got {np.atleast_1d(values).tolist()}.")
+    return [float(s) for s in np.atleast_1d(values)]
 
 
 def _per_asset(values, assets: pd.Index, name: str) -> np.ndarray:

@@ -180,6 +180,14 @@ def test_stress_scenarios_reject_bad_input(fitted):
         stress_scenarios(model, returns, [1.0, 0.0], weights=pd.Series(1.0, index=["A0", "X"]))
     with pytest.raises(DataError, match="DataFrame"):
         stress_scenarios(model, returns.to_numpy(), [1.0, 0.0])
+    # NaN strengths or vectors gave a portfolio P&L of exactly 0 %, or a misleading overflow with n_paths.
+    for n_paths in (None, 50):
+        for strengths, message in [((0, np.nan), "strengths must be finite"), ((), "non-empty sequence"),
+                                   ([[1, 2]], "non-empty sequence"), (("a",), "strengths must be numbers")]:
+            with pytest.raises(DataError, match=message):
+                stress_scenarios(model, returns, [1.0, 0.0], strengths, n_paths=n_paths, random_state=0)
+        with pytest.raises(DataError, match="vector holds NaN"):
+            stress_scenarios(model, returns, [np.nan, 0.0], (1,), n_paths=n_paths, random_state=0)
     as_text = returns.set_axis(returns.index.strftime("%m/%d/%Y"))  # read_csv without parse_dates
     for call in (lambda: stress_scenarios(model, as_text, [1.0, 0.0]),
                  lambda: concept_vector(model, as_text, np.ones(len(as_text), bool))):
