@@ -203,7 +203,7 @@ def _states_of(model, values, scaled, observed, index):
     mu, _, decoded = model._encode_decode(scaled, ends)
     residuals = decoded.numpy()  # the decoded means' array becomes the residuals': one array, not three
     np.subtract(scaled[ends], residuals, out=residuals)
-    residuals[~observed[ends]] = 0.0
+    residuals[~observed[ends]] = np.nan  # no residual where no return: the pool fills these (_dynamics)
     dates = index[ends] if index is not None else pd.RangeIndex(len(values))[ends]
     return ends, mu.numpy().astype(np.float64), residuals, _variances_after(model, values, ends), dates, len(values)
 
@@ -278,8 +278,18 @@ def _dynamics(model, ends, mu, residuals, variances, dates) -> Dynamics:
     B, b = loadings.weight.detach().numpy().astype(np.float64), loadings.bias.detach().numpy().astype(np.float64)
     long_run_code = np.linalg.solve(np.eye(k) - transition, intercept)
     pool = residuals[pairs + 1]
-    offset = (B @ long_run_code + b + pool.mean(axis=0, dtype=np.float64)).astype(np.float32)
+    missing = np.isnan(pool)
+    observed_mean = np.nanmean(np.where(missing.all(axis=0)[:, None], 0.0, pool.T), axis=1, dtype=np.float64)
+    offset = (B @ long_run_code + b + observed_mean).astype(np.float32)
     pool -= offset
+    # A day on which an asset has no return (before its listing, in a gap) has no residual of its own: it takes
+    # one of that asset's observed days', drawn once and fixed (the same history gives the same dynamics).
+    # Zeros there would give a late listing almost no moves of its own in simulated paths.
+    fill = np.random.default_rng(0)
+    for asset in np.flatnonzero(missing.any(axis=0)):
+        seen = np.flatnonzero(~missing[:, asset])
+        gaps = missing[:, asset]
+        pool[gaps, asset] = pool[fill.choice(seen, gaps.sum()), asset] if len(seen) else 0.0
     dated = ends[pairs + 1]
     follows = np.r_[np.diff(dated) == 1, False]  # pool day j + 1 is the real day after pool day j
     return Dynamics(
@@ -368,6 +378,10 @@ def _run(model, dynamics: Dynamics, codes, variances, horizon: int, rng: np.rand
     b = loadings.bias.detach().numpy().astype(np.float32)
     mean = model.mean_.astype(np.float32)
     floor = model._vol_floor().astype(np.float32)
+    # No simulated day moves an asset further than clip training volatilities (30 by default), the range of
+    # surprises the model itself reads: a surprise drawn from a calm day's shock, replayed in a storm's
+    # volatility, would otherwise give daily log returns of 10 or more, and feed them back into the volatility.
+    largest = (model.model_.clip * model.scale_).astype(np.float32)
     long_run = np.square(model.scale_).astype(np.float32)
     halflives = model._vol_halflives()
     lams = [np.float32(0.5 ** (1.0 / h)) for h in halflives]
@@ -394,6 +408,7 @@ def _run(model, dynamics: Dynamics, codes, variances, horizon: int, rng: np.rand
         sigma = np.sqrt(v.max(axis=0))
         np.maximum(sigma, floor, out=sigma)
         x *= sigma  # now the demeaned return
+        np.clip(x, -largest, largest, out=x)
         out[:, t] = x + mean
         np.square(x, out=x)
         for leg, lam in enumerate(lams):

@@ -231,3 +231,30 @@ def test_the_static_prior_of_an_unfitted_model_says_so():
 
     with pytest.raises(NotFittedError):
         sample_static(FinVAE(), 3)
+
+
+def test_no_simulated_day_moves_an_asset_beyond_clip_training_volatilities(fitted):
+    """A calm day's huge surprise replayed in a storm gave daily log returns of 10 and more."""
+    model, returns, dynamics = fitted
+    wild = dynamics.residuals.copy()
+    wild[::7] = 200.0  # surprises far beyond anything real, on one pool day in seven
+    paths = model.simulate(returns, horizon=60, n_paths=200, random_state=0,
+                           dynamics=dataclasses.replace(dynamics, residuals=wild))
+    largest = model.model_.clip * model.scale_
+    assert np.isfinite(paths).all()
+    assert (np.abs(paths - model.mean_) <= largest * (1 + 1e-5)).all()
+    assert (np.abs(paths - model.mean_) > 0.99 * largest).any()  # reached: the bound is what holds them
+
+
+def test_a_late_listing_keeps_its_own_moves_in_simulated_paths():
+    returns = market(n_days=420)
+    late = returns.copy()
+    late.iloc[:250, 0] = np.nan  # A0 lists on row 250
+    model = FinVAE(window=WINDOW, latent_dim=2, hidden=8, epochs=3, random_state=0, verbose=0).fit(late)
+    pool = model.dynamics_.residuals[:, 0]
+    _, counts = np.unique(pool, return_counts=True)
+    assert counts.max() < 0.05 * len(pool)  # before: one constant (the zero of a missing day) on most pool days
+    assert np.isfinite(pool).all()
+    simulated = model.simulate(late, horizon=100, n_paths=300, random_state=0)[:, :, 0].std()
+    real = late.iloc[250:, 0].std()
+    assert 0.5 * real < simulated < 2.0 * real
