@@ -367,9 +367,9 @@ def test_price_fields_are_not_taken_for_assets():
         load_returns(io.StringIO(header_rows))
 
 
-def test_load_returns_warns_of_returns_in_percent():
+def test_load_returns_refuses_returns_in_percent():
     returns = prices_to_returns(load_sp500_sample().iloc[:100, :3], stale_days=None) * 100
-    with pytest.warns(UserWarning, match="are they in percent"):
+    with pytest.raises(DataError, match=r"are they in percent\? Divide them by 100"):
         load_returns(io.StringIO(returns.to_csv()), assume="returns")
 
 

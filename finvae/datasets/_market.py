@@ -538,10 +538,12 @@ def load_returns(
             warnings.warn(said, UserWarning, stacklevel=2)
         return returns
     finite = np.abs(frame.to_numpy()[np.isfinite(frame.to_numpy())])
-    if finite.size and np.median(finite) >= 0.1:  # a typical day of 10 % or more: no asset moves like that
-        warnings.warn(f"load_returns: {source}'s returns have a median absolute value of {np.median(finite):.3g}, "
-                      "a typical move of 10 % a day or more: are they in percent? Divide them by 100 (finvae "
-                      "reads 0.01 as 1 %).", UserWarning, stacklevel=2)
+    if finite.size and np.median(finite) >= 0.1 and not looks_like_prices(frame):  # prices: FinVAE says so
+        # A typical day of 10 % or more: no asset moves like that. An error, not a warning: read on, percent
+        # returns give a backtest of inf % and flag most days.
+        raise DataError(f"{source} holds returns with a median absolute value of {np.median(finite):.3g}, a typical "
+                        "move of 10 % a day or more: are they in percent? Divide them by 100 (finvae reads 0.01 as "
+                        "1 %).")
     return frame
 
 
