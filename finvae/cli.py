@@ -293,6 +293,9 @@ _COMMAND_LINE_ADVICE = {
     "Keep one row per date, e.g. data[~data.index.duplicated(keep='last')].":
         "Keep one row per date in the file (a day appended twice?).",
     "Sort them with data.sort_index().": "Sort the file's rows by date, oldest first.",
+    "is not an asset: drop it.": "is not an asset: delete it from the file.",
+    "is a gap: convert with pd.to_numeric(..., errors='coerce') to turn it into NaN.":
+        "is a gap: empty those cells in the file.",
 }
 
 

@@ -302,10 +302,13 @@ def test_load_returns_reads_spreadsheet_exports_and_drops_empty_columns_and_rows
         "semicolon": prices.to_csv(sep=";"),
         "thousands": (prices * 100).map(lambda x: f"{x:,.4f}").to_csv(),
         "trailing comma": "\n".join(line + "," for line in prices.to_csv().splitlines()),
+        # a European export: dotted dates, points between thousands, decimal commas
+        "european thousands": (prices * 100).map(lambda x: f"{x:,.4f}".replace(",", " ").replace(".", ",")
+                                                 .replace(" ", ".")).to_csv(sep=";", date_format="%d.%m.%Y"),
     }
     for name, text in texts.items():
         loaded = load_returns(io.StringIO(text), assume="prices")
-        scale = 100 if name == "thousands" else 1
+        scale = 100 if "thousands" in name else 1
         np.testing.assert_allclose(loaded.to_numpy(), prices_to_returns(prices * scale, stale_days=None).to_numpy(),
                                    err_msg=name)
         assert list(loaded.columns) == list(prices.columns), name
@@ -313,6 +316,13 @@ def test_load_returns_reads_spreadsheet_exports_and_drops_empty_columns_and_rows
     with pytest.warns(UserWarning, match=r"date\(s\) without a value for any asset .* weekends or holidays"):
         loaded = load_returns(io.StringIO(calendar.to_csv()), assume="prices")
     pd.testing.assert_frame_equal(loaded, expected, check_freq=False, check_names=False)
+
+
+def test_stray_text_in_a_column_of_numbers_is_named_with_its_cell():
+    prices = load_sp500_sample().iloc[:40, :3].astype(object)
+    prices.iloc[5, 1] = "-"
+    with pytest.raises(DataError, match=r"e\.g\. '-' on 1990-01-09, 1 such cell\(s\) in 'AMD'\).*pd\.to_numeric"):
+        load_returns(io.StringIO(prices.to_csv()), assume="prices")
 
 
 def test_load_returns_reads_dates_pandas_would_misread():

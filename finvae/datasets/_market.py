@@ -173,10 +173,15 @@ def _numeric_frame(data, what: str) -> pd.DataFrame:
     bad = [c for c, dtype in data.dtypes.items()
            if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)]
     if bad:
+        column = data[bad[0]]
+        text = pd.to_numeric(column, errors="coerce").isna() & column.notna()
+        cell = (f"; e.g. {column[text].iloc[0]!r} on {_label(column.index[text.to_numpy()][0])}, "
+                f"{int(text.sum())} such cell(s) in {bad[0]!r}") if text.any() else ""
         raise DataError(
             f"{what} must be numeric, but column(s) {_first([repr(c) for c in bad])} are not "
-            f"(dtype {data[bad[0]].dtype}). Drop them, or convert with pd.to_numeric(..., errors='coerce') "
-            "to turn stray text into NaN."
+            f"(dtype {column.dtype}{cell}). A column of text (a currency, a name) is not an asset: drop it. "
+            "Stray text in a column of numbers (a '-' for a missing value) is a gap: convert with "
+            "pd.to_numeric(..., errors='coerce') to turn it into NaN."
         )
     if data.columns.has_duplicates:
         twice = data.columns[data.columns.duplicated()].unique()
@@ -593,6 +598,15 @@ def _read_table(path_or_buffer, source: str) -> pd.DataFrame:
                 if seekable:
                     path_or_buffer.seek(start)
                 frame = pd.read_csv(path_or_buffer, **options, decimal=",")
+            elif options.get("sep") and _text_columns_match(frame, _EUROPEAN, ","):
+                # "1.439,10": points between thousands, a comma before the decimals. Not read_csv(thousands="."),
+                # which would read the dates' points too (02.01.1990 as a number).
+                for column in frame.columns[1:]:
+                    text = frame[column].astype("string").str.strip()
+                    numbers = pd.api.types.is_numeric_dtype(frame[column])
+                    if not numbers and text.dropna().str.fullmatch(_EUROPEAN).all():
+                        plain = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+                        frame[column] = pd.to_numeric(plain).astype(np.float64)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         message = " ".join(str(exc).split())  # pandas' message ends in a newline: one line, as promised
         raise DataError(f"Could not read {source} as CSV: {message}. Pass a CSV or parquet file of dates × "
@@ -602,12 +616,20 @@ def _read_table(path_or_buffer, source: str) -> pd.DataFrame:
     return frame.drop(columns=empty)
 
 
-def _text_columns_match(frame: pd.DataFrame, pattern: str) -> bool:
-    """Whether some text column (not the first: the dates) holds only values that fully match ``pattern``."""
+#: A number written with points between thousands and a comma before the decimals ("1.439,10").
+_EUROPEAN = r"-?\d{1,3}(\.\d{3})*(,\d+)?|-?\d+(,\d+)?"
+
+
+def _text_columns_match(frame: pd.DataFrame, pattern: str, somewhere: str | None = None) -> bool:
+    """Whether some text column (not the first: the dates) holds only values that fully match ``pattern``.
+
+    With ``somewhere``, at least one of its values must also contain that text.
+    """
     for column in frame.columns[1:]:
         values = frame[column].dropna()
         if values.size and (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
-            if values.astype(str).str.strip().str.fullmatch(pattern).all():
+            text = values.astype(str).str.strip()
+            if text.str.fullmatch(pattern).all() and (somewhere is None or text.str.contains(somewhere).any()):
                 return True
     return False
 
