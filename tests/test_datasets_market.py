@@ -318,6 +318,13 @@ def test_load_returns_reads_spreadsheet_exports_and_drops_empty_columns_and_rows
     pd.testing.assert_frame_equal(loaded, expected, check_freq=False, check_names=False)
 
 
+def test_european_thousands_are_read_across_the_thousand():
+    text = "Datum;A;B\n02.01.2024;999,50;10,00\n03.01.2024;1.000,50;10,10\n04.01.2024;1.002,00;10,20\n"
+    loaded = load_returns(io.StringIO(text), assume="prices")
+    np.testing.assert_allclose(loaded["A"].to_numpy(), np.log([1000.5 / 999.5, 1002.0 / 1000.5]))
+    assert [str(d.date()) for d in loaded.index] == ["2024-01-03", "2024-01-04"]
+
+
 def test_stray_text_in_a_column_of_numbers_is_named_with_its_cell():
     prices = load_sp500_sample().iloc[:40, :3].astype(object)
     prices.iloc[5, 1] = "-"

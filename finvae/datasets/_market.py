@@ -598,7 +598,7 @@ def _read_table(path_or_buffer, source: str) -> pd.DataFrame:
                 if seekable:
                     path_or_buffer.seek(start)
                 frame = pd.read_csv(path_or_buffer, **options, decimal=",")
-            elif options.get("sep") and _text_columns_match(frame, _EUROPEAN, ","):
+            if options.get("sep") and _text_columns_match(frame, _EUROPEAN, "."):
                 # "1.439,10": points between thousands, a comma before the decimals. Not read_csv(thousands="."),
                 # which would read the dates' points too (02.01.1990 as a number).
                 for column in frame.columns[1:]:
