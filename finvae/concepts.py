@@ -491,7 +491,7 @@ def stress_scenarios(
     (its code and trailing volatilities), with every simulated day's code
     moved by ``s * v`` before decoding; the volatility then reacts to the
     stressed returns as it does to any others (:mod:`finvae.simulation`), so
-    ``units`` and ``volatility`` do not apply. Every strength uses the same
+    ``units`` and ``volatility`` do not apply (passing them is an error). Every strength uses the same
     random draws, so that the strengths differ by the shift only. ``pnl``
     then holds the median P&L over the paths (each asset's and the
     portfolio's), ``quantiles`` the portfolio's P&L quantiles, ``paths`` each
@@ -572,6 +572,10 @@ def stress_scenarios(
     end = returns.index.get_loc(at)
     strengths = _check_strengths(strengths)
     vector = _as_vector(vector, model.latent_dim)
+    if n_paths is not None and (volatility is not None or units != "at"):
+        raise DataError("volatility= and units= set the volatility of the decoded window; simulated scenarios "
+                        "(n_paths) drive their own volatility forward from the state at `at`. Leave them out, or "
+                        "leave out n_paths for the decoded window.")
     if n_paths is not None:
         return _simulated_scenarios(model, returns.iloc[: end + 1], vector, strengths, weights, kind, n_paths,
                                     w if horizon is None else horizon, random_state, dynamics, quantiles)

@@ -188,6 +188,9 @@ def test_stress_scenarios_reject_bad_input(fitted):
                 stress_scenarios(model, returns, [1.0, 0.0], strengths, n_paths=n_paths, random_state=0)
         with pytest.raises(DataError, match="vector holds NaN"):
             stress_scenarios(model, returns, [np.nan, 0.0], (1,), n_paths=n_paths, random_state=0)
+    for ignored in ({"units": "daily"}, {"volatility": np.full(returns.shape[1], 0.01)}):  # they were ignored
+        with pytest.raises(DataError, match="simulated scenarios .* drive their own volatility"):
+            stress_scenarios(model, returns, [1.0, 0.0], (1,), n_paths=50, random_state=0, **ignored)
     as_text = returns.set_axis(returns.index.strftime("%m/%d/%Y"))  # read_csv without parse_dates
     for call in (lambda: stress_scenarios(model, as_text, [1.0, 0.0]),
                  lambda: concept_vector(model, as_text, np.ones(len(as_text), bool))):
