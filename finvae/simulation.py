@@ -278,18 +278,17 @@ def _dynamics(model, ends, mu, residuals, variances, dates) -> Dynamics:
     B, b = loadings.weight.detach().numpy().astype(np.float64), loadings.bias.detach().numpy().astype(np.float64)
     long_run_code = np.linalg.solve(np.eye(k) - transition, intercept)
     pool = residuals[pairs + 1]
-    missing = np.isnan(pool)
-    observed_mean = np.nanmean(np.where(missing.all(axis=0)[:, None], 0.0, pool.T), axis=1, dtype=np.float64)
-    offset = (B @ long_run_code + b + observed_mean).astype(np.float32)
-    pool -= offset
     # A day on which an asset has no return (before its listing, in a gap) has no residual of its own: it takes
     # one of that asset's observed days', drawn once and fixed (the same history gives the same dynamics).
     # Zeros there would give a late listing almost no moves of its own in simulated paths.
+    missing = np.isnan(pool)
     fill = np.random.default_rng(0)
     for asset in np.flatnonzero(missing.any(axis=0)):
         seen = np.flatnonzero(~missing[:, asset])
         gaps = missing[:, asset]
         pool[gaps, asset] = pool[fill.choice(seen, gaps.sum()), asset] if len(seen) else 0.0
+    offset = (B @ long_run_code + b + pool.mean(axis=0, dtype=np.float64)).astype(np.float32)
+    pool -= offset
     dated = ends[pairs + 1]
     follows = np.r_[np.diff(dated) == 1, False]  # pool day j + 1 is the real day after pool day j
     return Dynamics(

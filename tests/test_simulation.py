@@ -258,3 +258,14 @@ def test_a_late_listing_keeps_its_own_moves_in_simulated_paths():
     simulated = model.simulate(late, horizon=100, n_paths=300, random_state=0)[:, :, 0].std()
     real = late.iloc[250:, 0].std()
     assert 0.5 * real < simulated < 2.0 * real
+
+
+def test_an_asset_never_observed_in_the_history_does_not_drift():
+    returns = market(n_days=420)
+    late = returns.copy()
+    late.iloc[:300, 3] = np.nan  # A3 lists on row 300
+    model = FinVAE(window=WINDOW, latent_dim=2, hidden=8, epochs=3, random_state=0, verbose=0).fit(late)
+    before = late.iloc[:250]  # a history that ends before the listing: A3 has no day in its pool
+    paths = model.simulate(before, horizon=50, n_paths=400, random_state=0, dynamics=fit_dynamics(model, before))
+    drift = (paths[:, :, 3] - model.mean_[3]).mean()
+    assert abs(drift) < 0.1 * paths[:, :, 3].std()  # centred, as the other assets are
