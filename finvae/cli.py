@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import warnings
@@ -146,10 +147,8 @@ def _date(text: str, *, end: bool = False) -> pd.Timestamp:
     is the one reading (01/31/2024; 03/04/2024 is refused as ambiguous). A year or a month alone is the whole
     period: its first day for ``--start``, its last for ``--end`` (``--end 2019`` includes December 2019).
     """
-    import re
-
     text = text.strip()
-    example = "expected a date such as 2024-01-31"
+    example = "expected a date such as 2024-01-31 (or 31.01.2024, 01/31/2024, 2024-01, 2024)"
     if re.fullmatch(r"\d{4}(-\d{1,2})?", text):  # a year, or a year and month: the whole period
         try:
             period = pd.Period(text, freq="M" if "-" in text else "Y")
@@ -158,6 +157,9 @@ def _date(text: str, *, end: bool = False) -> pd.Timestamp:
         return (period.end_time if end else period.start_time).normalize()
     dotted = re.fullmatch(r"(\d{1,2})\.(\d{1,2})\.(\d{4})", text)
     slashed = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", text)
+    if not (dotted or slashed or re.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}([ T].*)?", text)):
+        # "Dec 2019" would be read as its first day, "3/4/24" month first: other forms are refused
+        raise argparse.ArgumentTypeError(f"{example}, got {text!r}")
     if slashed and int(slashed[1]) <= 12 and int(slashed[2]) <= 12 and slashed[1] != slashed[2]:
         raise argparse.ArgumentTypeError(f"{text!r} is ambiguous (day/month or month/day?): write it as YYYY-MM-DD")
     try:

@@ -621,7 +621,7 @@ def _simulated_scenarios(model, history, vector, strengths, weights, kind, n_pat
     """Stress scenarios as distributions: simulated paths after the last date, codes moved along the vector."""
     from finvae import simulation
 
-    v = _as_vector(vector, model.latent_dim)
+    v = vector  # checked by stress_scenarios
     levels = [float(q) for q in np.atleast_1d(quantiles)]
     if not all(0 <= q <= 1 for q in levels):
         raise DataError(f"quantiles must lie between 0 and 1; got {levels}.")

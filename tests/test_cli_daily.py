@@ -289,3 +289,20 @@ def test_a_model_moved_aside_by_a_crash_is_named_when_loading(files, tmp_path):
     shutil.copytree(files / "model", tmp_path / ".model.x1y2.old")  # where a crash mid-replacement leaves it
     with pytest.raises(DataError, match=r"\.model\.x1y2\.old holds the model .* Rename it back"):
         FinVAE.load(tmp_path / "model")
+
+
+def test_command_line_dates_read_as_a_user_means_them():
+    import argparse
+
+    from finvae.cli import _date, _end_date
+
+    assert _end_date("2019") == pd.Timestamp("2019-12-31") and _date("2019") == pd.Timestamp("2019-01-01")
+    assert _end_date("2019-02") == pd.Timestamp("2019-02-28") and _end_date("2020-2") == pd.Timestamp("2020-02-29")
+    assert _end_date("2019-12-31") == pd.Timestamp("2019-12-31")
+    assert _date("01.06.2015") == pd.Timestamp("2015-06-01")  # dotted: day first, as the file loader reads them
+    assert _date("06/30/2015") == _date("30/06/2015") == pd.Timestamp("2015-06-30")
+    for text, message in [("", r"expected a date such as 2024-01-31 .*got ''"), ("03/04/2015", "ambiguous"),
+                          ("2015-06-01T00:00:00Z", "without a time zone"), ("Dec 2019", "got 'Dec 2019'"),
+                          ("3/4/24", "got '3/4/24'"), ("2019-13", "got '2019-13'")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            _date(text)

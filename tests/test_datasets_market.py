@@ -323,6 +323,12 @@ def test_european_thousands_are_read_across_the_thousand():
     loaded = load_returns(io.StringIO(text), assume="prices")
     np.testing.assert_allclose(loaded["A"].to_numpy(), np.log([1000.5 / 999.5, 1002.0 / 1000.5]))
     assert [str(d.date()) for d in loaded.index] == ["2024-01-03", "2024-01-04"]
+    whole = "Datum;A;B\n02.01.2024;999;1.439,10\n03.01.2024;1.000;1.440,00\n04.01.2024;1.002;1.441,00\n"
+    np.testing.assert_allclose(load_returns(io.StringIO(whole), assume="prices")["A"].to_numpy(),
+                               np.log([1000 / 999, 1002 / 1000]))  # 1.000 is a thousand here, not 1.0
+    gap = "Datum;A;B;C\n02.01.2024;1.439,10;10,0;5,0\n03.01.2024;-;10,1;5,1\n04.01.2024;1.441,00;10,2;5,2\n"
+    with pytest.raises(DataError, match=r"e\.g\. '-' on 2024-01-03, 1 such cell\(s\) in 'A'"):
+        load_returns(io.StringIO(gap), assume="prices")
 
 
 def test_stray_text_in_a_column_of_numbers_is_named_with_its_cell():
@@ -649,3 +655,7 @@ def test_days_on_which_every_price_is_unchanged_are_warned_about_as_filled_in():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prices_to_returns(calendar, stale_days=None)  # the stale-price switch turns this check off too
+    with warnings.catch_warnings(record=True) as caught:  # real quotes in eighths coincide on a few days: no warning
+        warnings.simplefilter("always")
+        prices_to_returns(load_sp500_sample()[["AMD", "PEP", "RRC"]])
+    assert not [w for w in caught if "every asset's price is unchanged" in str(w.message)]

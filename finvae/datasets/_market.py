@@ -355,14 +355,16 @@ def _warn_stale(frame: pd.DataFrame, min_days: int) -> None:
 def _warn_unchanged_rows(frame: pd.DataFrame) -> None:
     """Warn about dates on which every priced asset (3 or more) is unchanged: forward-filled non-trading days.
 
-    Three or more real prices all unchanged on one day is a non-trading day filled in (weekends in a file of
-    calendar days, holidays in one of business days), not a market: its zero returns would count as a calm day.
+    Non-trading days filled in with the day before's prices (weekends in a file of calendar days, holidays in
+    one of business days) are 3 % to 30 % of the dates, and their zero returns would count as calm days. Real
+    quotes coincide now and then (three 1990s stocks quoted in eighths of a dollar: up to 0.2 % of the dates
+    in the bundled sample), so the warning starts at 0.5 % of the dates.
     """
     values = frame.to_numpy()
     previous = frame.ffill().shift(1).to_numpy()
     priced = ~np.isnan(values) & ~np.isnan(previous)
     unchanged = (priced.sum(axis=1) >= 3) & np.all(~priced | (values == previous), axis=1)
-    if unchanged.any():
+    if unchanged.sum() >= max(2, 0.005 * len(frame)):
         dates = frame.index[unchanged]
         weekends = int(np.isin(getattr(dates, "day_of_week", np.array([])), (5, 6)).sum())
         why = f", {weekends} of them weekend days" if weekends else ""
@@ -489,8 +491,9 @@ def load_returns(
     DataError
         If the file cannot be parsed, has no column of dates or unparseable
         dates, non-numeric columns, duplicate or unsorted dates, infinite
-        values, or (for prices) non-positive prices; if a parquet file needs
-        ``pyarrow``, which is not installed.
+        values, or (for prices) non-positive prices; for returns that look
+        like percentages (a typical move of 10 % a day or more); if a parquet
+        file needs ``pyarrow``, which is not installed.
 
     Warns
     -----
@@ -498,8 +501,8 @@ def load_returns(
         With ``assume="auto"``, saying whether prices or returns were assumed
         and why. Also the stale-price warning of :func:`prices_to_returns`;
         when dates were read day first, or in their local time from two UTC
-        offsets; when empty dates were dropped; and when returns look like
-        percentages (a typical move of 10 % a day or more).
+        offsets; when empty dates were dropped; and when every asset's price
+        is unchanged on many dates (non-trading days filled in).
 
     Examples
     --------
@@ -548,7 +551,7 @@ def load_returns(
         # returns give a backtest of inf % and flag most days.
         raise DataError(f"{source} holds returns with a median absolute value of {np.median(finite):.3g}, a typical "
                         "move of 10 % a day or more: are they in percent? Divide them by 100 (finvae reads 0.01 as "
-                        "1 %).")
+                        "1 %). If they really move that much, read the file with pandas and pass the frame on.")
     return frame
 
 
@@ -598,15 +601,21 @@ def _read_table(path_or_buffer, source: str) -> pd.DataFrame:
                 if seekable:
                     path_or_buffer.seek(start)
                 frame = pd.read_csv(path_or_buffer, **options, decimal=",")
-            if options.get("sep") and _text_columns_match(frame, _EUROPEAN, "."):
-                # "1.439,10": points between thousands, a comma before the decimals. Not read_csv(thousands="."),
-                # which would read the dates' points too (02.01.1990 as a number).
-                for column in frame.columns[1:]:
-                    text = frame[column].astype("string").str.strip()
-                    numbers = pd.api.types.is_numeric_dtype(frame[column])
-                    if not numbers and text.dropna().str.fullmatch(_EUROPEAN).all():
-                        plain = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-                        frame[column] = pd.to_numeric(plain).astype(np.float64)
+            if options.get("sep") and _any_cell_matches(frame, r"-?\d{1,3}(\.\d{3})+,\d+"):
+                # "1.439,10": points between thousands, a comma before the decimals. Read every cell as text and
+                # convert those written so: not read_csv(thousands="."), which would read the dates' points too
+                # (02.01.1990 as a number), nor its own numbers (1.000 as 1.0). Other text stays text, to be named.
+                if seekable:
+                    path_or_buffer.seek(start)
+                frame = pd.read_csv(path_or_buffer, **options, dtype=str)
+                for column in frame.columns:
+                    text = frame[column].str.strip()
+                    european = text.str.fullmatch(_EUROPEAN).fillna(False).astype(bool)
+                    if european.any():
+                        plain = text[european].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+                        converted = frame[column].astype(object)
+                        converted[european] = pd.to_numeric(plain).astype(np.float64)
+                        frame[column] = pd.to_numeric(converted) if european.sum() == text.notna().sum() else converted
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         message = " ".join(str(exc).split())  # pandas' message ends in a newline: one line, as promised
         raise DataError(f"Could not read {source} as CSV: {message}. Pass a CSV or parquet file of dates × "
@@ -620,16 +629,22 @@ def _read_table(path_or_buffer, source: str) -> pd.DataFrame:
 _EUROPEAN = r"-?\d{1,3}(\.\d{3})*(,\d+)?|-?\d+(,\d+)?"
 
 
-def _text_columns_match(frame: pd.DataFrame, pattern: str, somewhere: str | None = None) -> bool:
-    """Whether some text column (not the first: the dates) holds only values that fully match ``pattern``.
-
-    With ``somewhere``, at least one of its values must also contain that text.
-    """
+def _text_columns_match(frame: pd.DataFrame, pattern: str) -> bool:
+    """Whether some text column (not the first: the dates) holds only values that fully match ``pattern``."""
     for column in frame.columns[1:]:
         values = frame[column].dropna()
         if values.size and (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
-            text = values.astype(str).str.strip()
-            if text.str.fullmatch(pattern).all() and (somewhere is None or text.str.contains(somewhere).any()):
+            if values.astype(str).str.strip().str.fullmatch(pattern).all():
+                return True
+    return False
+
+
+def _any_cell_matches(frame: pd.DataFrame, pattern: str) -> bool:
+    """Whether some cell of a text column fully matches ``pattern``."""
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if values.size and (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            if values.astype(str).str.strip().str.fullmatch(pattern).any():
                 return True
     return False
 
