@@ -273,7 +273,8 @@ def test_run_into_a_folder_it_cannot_write_is_one_line_and_exit_2_before_any_fit
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--start", "notadate"], "argument --start: expected a date such as 2024-01-31, got 'notadate'"),
+    (["--start", "notadate"], "argument --start: expected a date such as 2024-01-31 (or 31.01.2024, 01/31/2024, "
+                              "2024-01, 2024), got 'notadate'"),
     (["--end", "2020-13-45"], "argument --end: expected a date"),
     (["--n-jobs", "0"], "argument --n-jobs: must be a number of processes >= 1, or -1 for one per core"),
 ])
