@@ -157,7 +157,7 @@ def _date(text: str, *, end: bool = False) -> pd.Timestamp:
         return (period.end_time if end else period.start_time).normalize()
     dotted = re.fullmatch(r"(\d{1,2})\.(\d{1,2})\.(\d{4})", text)
     slashed = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", text)
-    if not (dotted or slashed or re.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}([ T].*)?", text)):
+    if not (dotted or slashed or re.fullmatch(r"\d{4}([-/.])\d{1,2}\1\d{1,2}([ T].*)?|\d{8}", text)):
         # "Dec 2019" would be read as its first day, "3/4/24" month first: other forms are refused
         raise argparse.ArgumentTypeError(f"{example}, got {text!r}")
     if slashed and int(slashed[1]) <= 12 and int(slashed[2]) <= 12 and slashed[1] != slashed[2]:

@@ -299,6 +299,7 @@ def test_command_line_dates_read_as_a_user_means_them():
     assert _end_date("2019") == pd.Timestamp("2019-12-31") and _date("2019") == pd.Timestamp("2019-01-01")
     assert _end_date("2019-02") == pd.Timestamp("2019-02-28") and _end_date("2020-2") == pd.Timestamp("2020-02-29")
     assert _end_date("2019-12-31") == pd.Timestamp("2019-12-31")
+    assert _date("2024/01/31") == _date("20240131") == pd.Timestamp("2024-01-31")
     assert _date("01.06.2015") == pd.Timestamp("2015-06-01")  # dotted: day first, as the file loader reads them
     assert _date("06/30/2015") == _date("30/06/2015") == pd.Timestamp("2015-06-30")
     for text, message in [("", r"expected a date such as 2024-01-31 .*got ''"), ("03/04/2015", "ambiguous"),

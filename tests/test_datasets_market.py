@@ -326,6 +326,11 @@ def test_european_thousands_are_read_across_the_thousand():
     whole = "Datum;A;B\n02.01.2024;999;1.439,10\n03.01.2024;1.000;1.440,00\n04.01.2024;1.002;1.441,00\n"
     np.testing.assert_allclose(load_returns(io.StringIO(whole), assume="prices")["A"].to_numpy(),
                                np.log([1000 / 999, 1002 / 1000]))  # 1.000 is a thousand here, not 1.0
+    late = "Date;A;B\n02.01.2024;1,5;\n03.01.2024;1,6;2,5\n04.01.2024;1,7;2,6\n"  # more commas below the first row
+    np.testing.assert_allclose(load_returns(io.StringIO(late), assume="prices")["A"].to_numpy(),
+                               np.log([1.6 / 1.5, 1.7 / 1.6]))
+    empty = "Date;A;B;C\n02.01.2024;1.234,5;;40,5\n03.01.2024;1.235,5;;40,6\n04.01.2024;1.236,5;;40,7\n"
+    assert load_returns(io.StringIO(empty), assume="prices")["B"].isna().all()  # an empty column, as in any file
     gap = "Datum;A;B;C\n02.01.2024;1.439,10;10,0;5,0\n03.01.2024;-;10,1;5,1\n04.01.2024;1.441,00;10,2;5,2\n"
     with pytest.raises(DataError, match=r"e\.g\. '-' on 2024-01-03, 1 such cell\(s\) in 'A'"):
         load_returns(io.StringIO(gap), assume="prices")

@@ -356,15 +356,15 @@ def _warn_unchanged_rows(frame: pd.DataFrame) -> None:
     """Warn about dates on which every priced asset (3 or more) is unchanged: forward-filled non-trading days.
 
     Non-trading days filled in with the day before's prices (weekends in a file of calendar days, holidays in
-    one of business days) are 3 % to 30 % of the dates, and their zero returns would count as calm days. Real
-    quotes coincide now and then (three 1990s stocks quoted in eighths of a dollar: up to 0.2 % of the dates
-    in the bundled sample), so the warning starts at 0.5 % of the dates.
+    one of business days) are about 30 % and 4 % of the dates, and their zero returns would count as calm days.
+    Real quotes coincide now and then (three 1990s stocks quoted in eighths of a dollar: up to 0.2 % of the
+    dates of the bundled sample, 0.8 % of a few years of it), so the warning starts at 2 % of the dates.
     """
     values = frame.to_numpy()
     previous = frame.ffill().shift(1).to_numpy()
     priced = ~np.isnan(values) & ~np.isnan(previous)
     unchanged = (priced.sum(axis=1) >= 3) & np.all(~priced | (values == previous), axis=1)
-    if unchanged.sum() >= max(2, 0.005 * len(frame)):
+    if unchanged.sum() >= max(2, 0.02 * len(frame)):
         dates = frame.index[unchanged]
         weekends = int(np.isin(getattr(dates, "day_of_week", np.array([])), (5, 6)).sum())
         why = f", {weekends} of them weekend days" if weekends else ""
@@ -585,37 +585,44 @@ def _read_table(path_or_buffer, source: str) -> pd.DataFrame:
     start = path_or_buffer.tell() if seekable else None
     options: dict = {}
     try:
-        frame = pd.read_csv(path_or_buffer)
-        # A spreadsheet's export in a decimal-comma locale: "Date;AAPL;MSFT" with "1,5" in the cells. Read again
-        # with what the file shows (a file-like object only if it can go back to its start).
+        # A spreadsheet's export in a decimal-comma locale: "Date;AAPL;MSFT" with "1,5" in the cells. The
+        # separator is read off the header line alone: parsing the body with commas first fails on a row with
+        # more commas than the first (a late listing's empty cells, a gap). A stream that cannot go back to its
+        # start is read once, as it comes.
+        rereadable = start is not None or not seekable
+        frame = pd.read_csv(path_or_buffer, nrows=0 if rereadable else None)
         header = str(frame.columns[0]) if len(frame.columns) == 1 else ""
         if ";" in header or "\t" in header:
             options["sep"] = ";" if ";" in header else "\t"
-        if _text_columns_match(frame, r"-?\d{1,3}(,\d{3})+(\.\d+)?"):
-            options["thousands"] = ","
-        if options and (start is not None or not seekable):
+        if rereadable:
             if seekable:
                 path_or_buffer.seek(start)
             frame = pd.read_csv(path_or_buffer, **options)
-            if options.get("sep") and _text_columns_match(frame, r"-?\d+,\d+"):
-                if seekable:
-                    path_or_buffer.seek(start)
-                frame = pd.read_csv(path_or_buffer, **options, decimal=",")
-            if options.get("sep") and _any_cell_matches(frame, r"-?\d{1,3}(\.\d{3})+,\d+"):
-                # "1.439,10": points between thousands, a comma before the decimals. Read every cell as text and
-                # convert those written so: not read_csv(thousands="."), which would read the dates' points too
-                # (02.01.1990 as a number), nor its own numbers (1.000 as 1.0). Other text stays text, to be named.
-                if seekable:
-                    path_or_buffer.seek(start)
-                frame = pd.read_csv(path_or_buffer, **options, dtype=str)
-                for column in frame.columns:
-                    text = frame[column].str.strip()
-                    european = text.str.fullmatch(_EUROPEAN).fillna(False).astype(bool)
-                    if european.any():
-                        plain = text[european].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-                        converted = frame[column].astype(object)
-                        converted[european] = pd.to_numeric(plain).astype(np.float64)
-                        frame[column] = pd.to_numeric(converted) if european.sum() == text.notna().sum() else converted
+        if _text_columns_match(frame, r"-?\d{1,3}(,\d{3})+(\.\d+)?"):
+            options["thousands"] = ","
+        if options.get("thousands") and rereadable:
+            if seekable:
+                path_or_buffer.seek(start)
+            frame = pd.read_csv(path_or_buffer, **options)
+        if rereadable and options.get("sep") and _any_cell_matches(frame, r"-?\d+,\d+"):
+            if seekable:
+                path_or_buffer.seek(start)
+            frame = pd.read_csv(path_or_buffer, **options, decimal=",")
+        if rereadable and options.get("sep") and _any_cell_matches(frame, r"-?\d{1,3}(\.\d{3})+,\d+"):
+            # "1.439,10": points between thousands, a comma before the decimals. Read every cell as text and
+            # convert those written so: not read_csv(thousands="."), which would read the dates' points too
+            # (02.01.1990 as a number), nor its own numbers (1.000 as 1.0). Other text stays text, to be named.
+            if seekable:
+                path_or_buffer.seek(start)
+            frame = pd.read_csv(path_or_buffer, **options, dtype=str)
+            for column in frame.columns:
+                text = frame[column].str.strip()
+                european = text.str.fullmatch(_EUROPEAN).fillna(False).astype(bool)
+                if european.any() or text.notna().sum() == 0:  # an empty column: NaN, as in any file
+                    plain = text[european].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+                    converted = frame[column].astype(object)
+                    converted[european] = pd.to_numeric(plain).astype(np.float64)
+                    frame[column] = pd.to_numeric(converted) if european.sum() == text.notna().sum() else converted
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         message = " ".join(str(exc).split())  # pandas' message ends in a newline: one line, as promised
         raise DataError(f"Could not read {source} as CSV: {message}. Pass a CSV or parquet file of dates × "
