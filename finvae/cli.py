@@ -186,6 +186,9 @@ def _add_input_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--model", required=True, type=_folder_name, metavar="DIR", help=what)
     parser.add_argument("--assume", choices=("auto", "prices", "returns"), default="auto",
                         help="what PRICES holds (default: decided from the numbers, and said in one line)")
+    parser.add_argument("--returns-kind", choices=("log", "simple"), default="log",
+                        help="with --assume returns: the file's returns are log (default) or simple ones (1 %% = "
+                             "0.01), turned into log returns; give a model's fit and score the same")
 
 
 def _add_fit_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -235,13 +238,37 @@ def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
     score.set_defaults(func=_cmd_score)
 
 
-def _read_returns(path: str, assume: str) -> pd.DataFrame:
-    """Returns from a file of prices or returns (``load_returns``), with its note on which it assumed.
+def _check_returns_kind(args: argparse.Namespace, path_option: str) -> None:
+    if args.returns_kind == "simple" and args.assume != "returns":
+        raise DataError(f"--returns-kind simple says what a file of returns holds: use it with {path_option} and "
+                        "--assume returns (prices are turned into log returns).")
+
+
+def _read_returns(path: str, assume: str, returns_kind: str = "log") -> pd.DataFrame:
+    """Log returns from a file of prices or returns (``load_returns``), with its note on which it assumed.
 
     Besides ``load_returns``'s checks: a file whose numbers move like price
     levels but with zero or negative values (a bad tick, a column of
-    something else) is refused, rather than used as returns.
+    something else) is refused, rather than used as returns. Simple returns
+    (``returns_kind="simple"``) are turned into log returns, which the model
+    and the backtest read.
     """
+    returns = _read_file_returns(path, assume)
+    if returns_kind == "simple":
+        import numpy as np
+
+        lost = returns.le(-1).stack()
+        if lost.any():
+            date, asset = lost[lost].index[0]
+            raise DataError(f"{path} holds simple returns of -100 % or less, the first {asset} on {date.date()} "
+                            f"({returns.at[date, asset]:g}); a simple return is above -1 (a total loss). In "
+                            "percent? Divide them by 100.")
+        returns = np.log1p(returns)
+    return returns
+
+
+def _read_file_returns(path: str, assume: str) -> pd.DataFrame:
+    """:func:`_read_returns` before any conversion of simple returns."""
     import numpy as np
 
     from finvae.datasets import load_returns
@@ -461,7 +488,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from finvae import FinVAE
 
     _check_model_target(Path(args.model))  # before the fit, not after it
-    returns = _between(_read_returns(args.prices, args.assume), args.start, args.end, args.prices)
+    _check_returns_kind(args, "PRICES")
+    returns = _between(_read_returns(args.prices, args.assume, args.returns_kind), args.start, args.end,
+                       args.prices)
     model = FinVAE(window=args.window, latent_dim=args.latent_dim, epochs=args.epochs, random_state=args.seed,
                    verbose=0 if args.quiet else 1)
     try:
@@ -488,8 +517,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.out != "-" and Path(args.out).resolve() == Path(args.prices).resolve():
         raise DataError(f"--out {args.out} is the price file itself; the scores would overwrite it. Pass another "
                         "file to --out.")
+    _check_returns_kind(args, "PRICES")
     model = FinVAE.load(args.model)
-    returns = _between(_read_returns(args.prices, args.assume), None, args.end, args.prices)
+    returns = _between(_read_returns(args.prices, args.assume, args.returns_kind), None, args.end, args.prices)
     fitted = [str(name) for name in getattr(model, "asset_names_", getattr(model, "feature_names_in_", []))]
     columns = [str(name) for name in returns.columns]
     if fitted and columns != fitted:
@@ -629,9 +659,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from finvae.datasets import download_prices, load_sp500_sample, prices_to_returns
 
     _check_date_order(args.start, args.end)
-    if args.returns_kind == "simple" and not (args.prices_csv and args.assume == "returns"):
+    if args.returns_kind == "simple" and not args.prices_csv:
         raise DataError("--returns-kind simple says what a file of returns holds: use it with --prices-csv and "
                         "--assume returns (prices, and downloads, are turned into log returns).")
+    _check_returns_kind(args, "--prices-csv")
     if args.tickers:
         # Training needs the history before --start: download everything up to --end.
         end = None if args.end is None else str((args.end + pd.Timedelta(days=1)).date())  # Yahoo's end: exclusive
@@ -640,17 +671,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     elif args.prices_csv:
         source = f"{args.prices_csv} (--assume {args.assume}" + (
             f", --returns-kind {args.returns_kind})" if args.assume == "returns" else ")")
-        returns = _read_returns(args.prices_csv, args.assume)
-        if args.returns_kind == "simple":
-            import numpy as np
-
-            lost = returns.le(-1).stack()
-            if lost.any():
-                date, asset = lost[lost].index[0]
-                raise DataError(f"{args.prices_csv} holds simple returns of -100 % or less, the first {asset} on "
-                                f"{date.date()} ({returns.at[date, asset]:g}); a simple return is above -1 (a total "
-                                "loss). In percent? Divide them by 100.")
-            returns = np.log1p(returns)  # the model and the backtest read log returns
+        returns = _read_returns(args.prices_csv, args.assume, args.returns_kind)
     else:
         # RRC's early stale quotes are known and documented in load_sp500_sample: no warning on every run.
         returns = prices_to_returns(load_sp500_sample(), stale_days=None)

@@ -228,3 +228,24 @@ def test_run_takes_the_trading_costs(tmp_path, capsys):
     assert cli_main(["run", *small, "--cost-bps", "50", "--out", str(tmp_path / "dear")]) == 0
     assert "after costs of 50 bps" in capsys.readouterr().out
     assert "50" in (tmp_path / "dear" / "report.html").read_text().split("cost_bps")[1][:40]
+
+
+def test_fit_and_score_read_simple_returns_as_what_they_are(tmp_path, capsys):
+    from finvae.cli import main as cli_main
+    from finvae.datasets import load_sp500_sample, prices_to_returns
+
+    log = prices_to_returns(load_sp500_sample(), stale_days=None).loc["2015":"2017", ["AAPL", "KO", "XOM"]]
+    log.to_csv(tmp_path / "log.csv")
+    np.expm1(log).to_csv(tmp_path / "simple.csv")
+    small = ["--window", "10", "--latent-dim", "2", "--epochs", "2", "--seed", "3", "--quiet"]
+    for name, kind in (("log", "log"), ("simple", "simple")):
+        assert cli_main(["fit", str(tmp_path / f"{name}.csv"), "--model", str(tmp_path / f"m_{name}"), "--assume",
+                         "returns", "--returns-kind", kind, *small]) == 0
+        assert cli_main(["score", str(tmp_path / f"{name}.csv"), "--model", str(tmp_path / f"m_{name}"), "--assume",
+                         "returns", "--returns-kind", kind, "--out", str(tmp_path / f"{name}_scores.csv")]) == 0
+    a, b = (pd.read_csv(tmp_path / f"{n}_scores.csv", index_col=0) for n in ("log", "simple"))
+    pd.testing.assert_frame_equal(a, b, rtol=1e-5)  # the same log returns inside, the same scores
+    capsys.readouterr()
+    assert cli_main(["fit", str(tmp_path / "simple.csv"), "--model", str(tmp_path / "m_x"), "--returns-kind",
+                     "simple", *small]) == 2
+    assert "use it with PRICES and --assume returns" in capsys.readouterr().err

@@ -534,7 +534,7 @@ def load_returns(
                + (", with negative values" if (finite < 0).any() else ""))
         action = (f"converted them to {kind} returns with prices_to_returns" if holds == "prices"
                   else "used them as they are, as daily log returns (simple returns, 1 % = 0.01, would be read "
-                       "a little wrong: pass np.log1p of them, or prices; finvae run takes --assume returns "
+                       "a little wrong: pass np.log1p of them, or prices; on the command line, --assume returns "
                        "--returns-kind simple)")
         said = (f"load_returns: {source} looks like {holds} ({why}); {action}. Pass assume='{holds}' to say so "
                 f"and silence this, or assume='{'returns' if holds == 'prices' else 'prices'}' if that is wrong.")
