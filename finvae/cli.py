@@ -457,8 +457,8 @@ def _top_assets(shares: pd.DataFrame, top: int) -> pd.Series:
     return pd.Series(texts, index=shares.index, name="top_assets")
 
 
-def _fit_span(folder: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
-    """The first and last dates ``finvae fit`` fitted the model on (its ``fit.json``), or None if unknown."""
+def _fit_info(folder: Path) -> dict | None:
+    """What ``finvae fit`` wrote about the model in ``folder`` (its ``fit.json``), or None if unknown."""
     import json
 
     from finvae._persistence import MODEL_FILES
@@ -466,11 +466,21 @@ def _fit_span(folder: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
     try:
         info = json.loads((folder / FIT_INFO).read_text())
         saved = json.loads((folder / MODEL_FILES[0]).read_text())
-        if info.get("tensors_sha256", saved.get("tensors_sha256")) != saved.get("tensors_sha256"):
-            return None  # another model was saved here since (FinVAE.save): these are not its dates
-        return pd.Timestamp(info["start"]), pd.Timestamp(info["end"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, TypeError):
         return None  # a model saved by FinVAE.save, or an unreadable note: the scores do not depend on it
+    if not isinstance(info, dict) or info.get("tensors_sha256", saved.get("tensors_sha256")) != saved.get(
+            "tensors_sha256"):
+        return None  # another model was saved here since (FinVAE.save): this note is not about it
+    return info
+
+
+def _fit_span(folder: Path) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The first and last dates ``finvae fit`` fitted the model on (its ``fit.json``), or None if unknown."""
+    info = _fit_info(folder)
+    try:
+        return None if info is None else (pd.Timestamp(info["start"]), pd.Timestamp(info["end"]))
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _days(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
@@ -498,7 +508,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     except DataError as exc:
         raise DataError(f"{args.prices} ({_dates(returns.index)}): {exc}") from None
     folder = Path(args.model)
-    info = {"prices": str(args.prices), "assume": args.assume, "start": str(returns.index[0].date()),
+    info = {"prices": str(args.prices), "assume": args.assume, "returns_kind": args.returns_kind,
+            "start": str(returns.index[0].date()),
             "end": str(returns.index[-1].date()), "n_dates": len(returns), "finvae": __version__}
     _save_model(model, folder, info)
     history = model.history_
@@ -518,6 +529,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
         raise DataError(f"--out {args.out} is the price file itself; the scores would overwrite it. Pass another "
                         "file to --out.")
     _check_returns_kind(args, "PRICES")
+    fitted_kind = (_fit_info(Path(args.model)) or {}).get("returns_kind", "log")
+    if args.assume == "returns" and fitted_kind != args.returns_kind:
+        raise DataError(f"the model in {args.model} was fitted on {fitted_kind} returns (--returns-kind "
+                        f"{fitted_kind}); this file is read as {args.returns_kind} ones. Pass --returns-kind "
+                        f"{fitted_kind}, as at fit.")
     model = FinVAE.load(args.model)
     returns = _between(_read_returns(args.prices, args.assume, args.returns_kind), None, args.end, args.prices)
     fitted = [str(name) for name in getattr(model, "asset_names_", getattr(model, "feature_names_in_", []))]
