@@ -146,9 +146,10 @@ class FinVAE(TransformerMixin, BaseEstimator):
 
     A date's outputs also depend on how much history comes before it in ``X``:
     the trailing volatilities start at the training variance on ``X``'s first
-    row and need about three slow half-lives (some 180 days by default) to
-    forget it. Pass the whole history and slice the outputs, rather than
-    scoring a slice.
+    row and forget it slowly: on the sample, factors from a slice still differ
+    by up to 0.24 (a third of a factor's spread) 180-250 days in, and agree
+    within 0.02 only after 400-600 days. Pass the whole history and slice the
+    outputs, rather than scoring a slice.
 
     Parameters
     ----------

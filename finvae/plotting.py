@@ -306,7 +306,10 @@ def plot_factors(
     Parameters
     ----------
     factors : DataFrame of shape (n_dates, n_factors)
-        E.g. ``FinVAE.transform(returns)``; NaN rows (the first window) are skipped.
+        E.g. ``FinVAE.transform(returns)``. NaN rows at the start (the first
+        window) and end are left out; NaN rows between (dates with too few
+        assets observed) break both lines, the daily values and the rolling
+        mean.
     smooth : int, default=21
         Days of the rolling mean drawn over the daily values (0: none).
     title : str
@@ -337,9 +340,11 @@ def plot_factors(
         factors = factors.to_frame()
     if not isinstance(factors, pd.DataFrame):
         raise DataError(f"factors must be a pandas DataFrame (dates × factors); got {type(factors).__name__}.")
-    factors = factors.dropna(how="all")
-    if factors.empty:
+    present = np.flatnonzero(factors.notna().any(axis=1).to_numpy())
+    if not len(present):
         raise DataError("factors has no values (all NaN or no rows): nothing to plot.")
+    # Only the leading and trailing NaN rows go: a gap between dates with factors stays a gap in the lines.
+    factors = factors.iloc[present[0]: present[-1] + 1]
     k = factors.shape[1]
     if axes is not None:
         panels = _given_axes(axes, k, "plot_factors (one panel per factor)")
@@ -353,7 +358,7 @@ def plot_factors(
         ax.plot(values.index, values.to_numpy(), color="tab:blue", lw=0.4, alpha=0.5, label="daily",
                 **_line_markers(values))
         if smooth:
-            rolling = values.rolling(smooth, min_periods=max(1, smooth // 2)).mean()
+            rolling = values.rolling(smooth, min_periods=max(1, smooth // 2)).mean().where(values.notna())
             ax.plot(rolling.index, rolling.to_numpy(), color="tab:blue", lw=1.2, label=f"{smooth}-day mean")
         if values.min() < 0.0 < values.max():  # a zero line only where it does not squash the series
             ax.axhline(0.0, color="black", lw=0.6)

@@ -114,6 +114,16 @@ def test_plot_factors_has_one_panel_per_factor_and_skips_the_first_window(dates)
     np.testing.assert_allclose(daily.get_ydata(), factors["factor_1"].iloc[19:].to_numpy())
 
 
+def test_plot_factors_breaks_its_lines_at_a_gap_between_dates(dates):
+    factors = pd.DataFrame(np.random.default_rng(1).normal(size=(len(dates), 1)), index=dates, columns=["factor_0"])
+    factors.iloc[:19] = np.nan  # the first window: left out
+    factors.iloc[100:160] = np.nan  # three months with too few assets: a gap, not a straight line across it
+    daily, rolling = plot_factors(factors).axes[0].get_lines()[:2]
+    assert len(daily.get_ydata()) == len(dates) - 19
+    assert np.isnan(daily.get_ydata()[100 - 19: 160 - 19]).all()
+    assert np.isnan(rolling.get_ydata()[100 - 19: 160 - 19]).all()
+
+
 def test_plot_factors_refuses_all_missing(dates):
     with pytest.raises(DataError, match="nothing to plot"):
         plot_factors(pd.DataFrame(np.nan, index=dates, columns=["factor_0"]))
