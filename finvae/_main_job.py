@@ -27,6 +27,7 @@ from finvae.backtest import (
     _check_overlay_settings,
     _returns_frame,
     anomaly_overlay,
+    rows_per_year,
     walk_forward,
 )
 from finvae.estimator import SCORE_PARTS, FinVAE
@@ -312,9 +313,14 @@ def run_main_job(
     with contextlib.nullcontext() if scheduler is None else dask_backend(scheduler):
         wf = walk_forward(estimator, returns, refit_every=refit_every, min_train=min_train, start=scored[0],
                           n_jobs=n_jobs, verbose=verbose, checkpoint_dir=checkpoint_dir)
+    if wf["score"].isna().all():
+        raise DataError(
+            f"no date from {wf.index[0]} to {wf.index[-1]} was scored: on every one, fewer than the model's "
+            f"min_coverage ({estimator.min_coverage:.0%}) of the assets have a return (sparse listings?), so there "
+            "is nothing to flag and the backtest would be buy and hold. Drop the assets that trade on few dates.")
     say(f"{int(wf['flag'].sum())} flagged days of {len(wf):,} ({wf['flag'].mean():.1%}). Backtesting the overlay...")
     overlay = anomaly_overlay(returns, wf["flag"], hold=hold, exposure_when_flagged=exposure_when_flagged,
-                              cost_bps=cost_bps)
+                              cost_bps=cost_bps, periods_per_year=rows_per_year(returns.index))
     summary = overlay.summary()
 
     # report.html is written last: removed first, a folder without it holds a run that did not finish

@@ -36,10 +36,36 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["OverlayResult", "anomaly_overlay", "walk_forward"]
+__all__ = ["OverlayResult", "anomaly_overlay", "rows_per_year", "walk_forward"]
 
 #: Trading days per year, for annualising.
 PERIODS_PER_YEAR = 252
+
+
+def rows_per_year(index: pd.Index) -> int:
+    """How many rows a year ``index`` holds, for annualising: 252 for daily trading data.
+
+    The count is the rows per 365.25 days of the dates spanned. Within a quarter of 252 (business days,
+    with or without holidays) it is 252; otherwise it is the count itself, rounded: about 52 for weekly
+    rows, 12 for monthly ones, 365 for markets that trade every day. 252 for an index that is not of
+    dates, or spans less than 30 days.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from finvae.backtest import rows_per_year
+    >>> rows_per_year(pd.bdate_range("2020-01-01", "2023-12-31"))
+    252
+    >>> rows_per_year(pd.date_range("2020-01-01", "2023-12-31", freq="W"))
+    52
+    """
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
+        return PERIODS_PER_YEAR
+    days = (index[-1] - index[0]) / pd.Timedelta(days=1)
+    if days < 30:
+        return PERIODS_PER_YEAR
+    count = (len(index) - 1) / (days / 365.25)
+    return PERIODS_PER_YEAR if abs(count / PERIODS_PER_YEAR - 1) <= 0.25 else max(1, int(round(count)))
 
 #: Used when the estimator has no ``threshold_``: flag the top 1 % of training scores.
 DEFAULT_CONTAMINATION = 0.01
@@ -854,6 +880,11 @@ def anomaly_overlay(
         )
     period = returns.index[rows]  # the returns' own dates, whatever labels flags matched them with
     flags = pd.Series(flags.to_numpy(), index=period, name=flags.name)
+    found = rows_per_year(returns.index)
+    if found != periods_per_year and abs(found / periods_per_year - 1) > 0.25:
+        warn_caller(f"returns hold about {found} rows a year, and the summary annualises with periods_per_year="
+                    f"{periods_per_year}: its annual return, volatility, Sharpe and Calmar would be off. Pass "
+                    f"periods_per_year={found}. (hold, like FinVAE's window and half-lives, counts rows.)")
 
     simple = np.expm1(returns) if returns_kind == "log" else returns
     simple = simple.iloc[: rows[-1] + 1]  # nothing after the backtest is used

@@ -269,10 +269,8 @@ def _read_returns(path: str, assume: str, returns_kind: str = "log") -> pd.DataF
 
 def _read_file_returns(path: str, assume: str) -> pd.DataFrame:
     """:func:`_read_returns` before any conversion of simple returns."""
-    import numpy as np
-
     from finvae.datasets import load_returns
-    from finvae.datasets._market import PRICE_STEP
+    from finvae.datasets._market import PRICE_STEP, median_step
 
     _check_input_file(path)
     with warnings.catch_warnings(record=True) as caught:
@@ -281,17 +279,13 @@ def _read_file_returns(path: str, assume: str) -> pd.DataFrame:
             returns = load_returns(path, assume=assume)
         except DataError as exc:
             raise DataError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
-    values = returns.to_numpy()
-    if assume == "auto" and (values <= 0).any():
-        positive = np.where(values > 0, values, np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            steps = np.abs(positive[1:] / positive[:-1] - 1.0)
-        steps = steps[np.isfinite(steps)]
-        if steps.size and np.median(steps) < PRICE_STEP:  # persistent levels: prices, with some not positive
+    if assume == "auto" and (returns.to_numpy() <= 0).any():
+        step = median_step(returns)
+        if step < PRICE_STEP:  # persistent levels: prices, with some not positive
             try:
                 load_returns(path, assume="prices")
             except DataError as exc:
-                raise DataError(f"{path} looks like prices (its values move {np.median(steps):.1%} a day) that are "
+                raise DataError(f"{path} looks like prices (its values move {step:.1%} a day) that are "
                                 f"not all positive: {exc} (--assume returns reads the file as returns.)") from None
     for warning in caught:  # shown again, through the command line's one-line display
         warnings.showwarning(str(warning.message), warning.category, warning.filename, warning.lineno)

@@ -366,6 +366,12 @@ class FinVAE(TransformerMixin, BaseEstimator):
                 f"only {len(ends)} training date(s) have a full window of {self.window} days with at least "
                 f"{self.min_coverage:.0%} of assets observed; pass more rows or lower min_coverage."
             )
+        full_windows = max(len(values) - self.window + 1, 1)
+        if len(ends) < 0.5 * full_windows:  # a sparse universe: the threshold and tails rest on a few dates
+            _warn(f"only {len(ends):,} of the {full_windows:,} training dates with a full window have at least "
+                  f"{self.min_coverage:.0%} of the assets observed (min_coverage); the model, its threshold and its "
+                  "tails are learned from those alone, and only such dates get a score. Lower min_coverage, or drop "
+                  "the assets that trade on few dates.")
         seed = _seed(self.random_state)
         with seeded(seed, exclusive=True):
             self.model_ = ReturnsVAE(values.shape[1], self.window, self.latent_dim, self.hidden)

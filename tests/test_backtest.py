@@ -530,3 +530,21 @@ def test_a_delisted_asset_in_a_rolling_window_and_other_errors_name_their_refit(
     with pytest.raises(RuntimeError, match="out of luck") as info:
         walk_forward(Fails(), market(), n_jobs=1, **FAST)
     assert any("In walk_forward, the refit on the 200 rows up to" in note for note in info.value.__notes__)
+
+
+def test_the_overlay_says_when_its_annualising_does_not_fit_the_dates():
+    from finvae.backtest import rows_per_year
+
+    dates = pd.date_range("2010-01-01", periods=300, freq="W-FRI")  # weekly rows
+    returns = pd.DataFrame(np.random.default_rng(0).normal(0.001, 0.02, (300, 3)), index=dates, columns=list("ABC"))
+    flags = pd.Series(False, index=dates[100:])
+    assert rows_per_year(dates) == 52
+    with pytest.warns(UserWarning, match=r"about 52 rows a year.*periods_per_year=252.*Pass periods_per_year=52"):
+        anomaly_overlay(returns, flags)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        weekly = anomaly_overlay(returns, flags, periods_per_year=52).summary()
+    daily = anomaly_overlay(returns.set_axis(pd.bdate_range("2010-01-01", periods=300)), flags.set_axis(
+        pd.bdate_range("2010-01-01", periods=300)[100:])).summary()
+    expected = daily.loc["volatility", "buy & hold"] * np.sqrt(52 / 252)  # the same returns, annualised weekly
+    assert weekly.loc["volatility", "buy & hold"] == pytest.approx(expected)

@@ -328,3 +328,14 @@ def test_a_start_before_min_train_is_moved_with_a_warning_and_reported_as_used(t
                               refit_every=400, n_jobs=1, figures=False, verbose=0)
     used = str(result.walk_forward.index[0].date())
     assert used.startswith("2015-") and f"<td>{used}</td>" in (tmp_path / "report.html").read_text()
+
+
+def test_a_walk_forward_without_any_score_is_refused_not_backtested(returns, tmp_path, monkeypatch):
+    def unscored(estimator, data, **kwargs):  # as on a universe where no date reaches min_coverage
+        index = data.loc[kwargs["start"]:].index
+        return pd.DataFrame({"score": float("nan"), "flag": False, "threshold": float("nan"), "refit_date": index[0]},
+                            index=index)
+
+    monkeypatch.setattr(main_job, "walk_forward", unscored)
+    with pytest.raises(DataError, match="no date from .* was scored.*Drop the assets that trade on few dates"):
+        run_main_job(returns, out_dir=tmp_path, figures=False, **TINY)

@@ -365,3 +365,10 @@ def test_fewer_than_three_assets_are_warned_about_the_residual_part(n_assets):
         assert "needs 3 or more" in said[0]
     else:
         assert said == []
+
+
+def test_a_sparse_universe_is_warned_about_at_fit():
+    returns = make_returns(n_days=200, assets=("A", "B", "C", "D", "E", "F"))
+    returns.iloc[:150, 2:] = np.nan  # four of six assets trade only at the end: few dates reach min_coverage
+    with pytest.warns(UserWarning, match=r"only 50 of the 196 training dates with a full window have at least 50%"):
+        FinVAE(window=5, epochs=1, hidden=8, verbose=0, random_state=0).fit(returns)

@@ -546,13 +546,25 @@ def load_returns(
             warnings.warn(said, UserWarning, stacklevel=2)
         return returns
     finite = np.abs(frame.to_numpy()[np.isfinite(frame.to_numpy())])
-    if finite.size and np.median(finite) >= 0.1 and not looks_like_prices(frame):  # prices: FinVAE says so
+    levels = looks_like_prices(frame) or median_step(frame) < PRICE_STEP  # prices, zeros or not: said elsewhere
+    if finite.size and np.median(finite) >= 0.1 and not levels:
         # A typical day of 10 % or more: no asset moves like that. An error, not a warning: read on, percent
         # returns give a backtest of inf % and flag most days.
         raise DataError(f"{source} holds returns with a median absolute value of {np.median(finite):.3g}, a typical "
                         "move of 10 % a day or more: are they in percent? Divide them by 100 (finvae reads 0.01 as "
                         "1 %). If they really move that much, read the file with pandas and pass the frame on.")
     return frame
+
+
+def median_step(frame: pd.DataFrame) -> float:
+    """The median relative step between consecutive positive values (NaN without any): below ``PRICE_STEP``,
+    numbers move like price levels, whatever zeros or negatives are among them."""
+    values = frame.to_numpy(dtype=np.float64)
+    positive = np.where(values > 0, values, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        steps = np.abs(positive[1:] / positive[:-1] - 1.0)
+    steps = steps[np.isfinite(steps)]
+    return float(np.median(steps)) if steps.size else np.nan
 
 
 def _describe(path_or_buffer) -> str:
