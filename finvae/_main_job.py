@@ -315,9 +315,10 @@ def run_main_job(
                           n_jobs=n_jobs, verbose=verbose, checkpoint_dir=checkpoint_dir)
     if wf["score"].isna().all():
         raise DataError(
-            f"no date from {wf.index[0]} to {wf.index[-1]} was scored: on every one, fewer than the model's "
-            f"min_coverage ({estimator.min_coverage:.0%}) of the assets have a return (sparse listings?), so there "
-            "is nothing to flag and the backtest would be buy and hold. Drop the assets that trade on few dates.")
+            f"no date from {day_label(wf.index[0])} to {day_label(wf.index[-1])} was scored: on every one, fewer "
+            f"than the model's min_coverage ({estimator.min_coverage:.0%}) of the assets have a return (sparse "
+            "listings?), so there is nothing to flag and the backtest would be buy and hold. Drop the assets that "
+            "trade on few dates.")
     say(f"{int(wf['flag'].sum())} flagged days of {len(wf):,} ({wf['flag'].mean():.1%}). Backtesting the overlay...")
     overlay = anomaly_overlay(returns, wf["flag"], hold=hold, exposure_when_flagged=exposure_when_flagged,
                               cost_bps=cost_bps, periods_per_year=rows_per_year(returns.index))

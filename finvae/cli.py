@@ -301,7 +301,9 @@ def _check_input_file(path: str) -> None:
 
 
 #: Advice in finvae's messages that names a Python call, and what to do on the command line instead.
-_COMMAND_LINE_ADVICE = {
+_COMMAND_LINE_ADVICE = {  # in order: a longer phrase before the shorter ones inside it
+    "replace such values with NaN, e.g. prices.mask(prices <= 0), and pass assume='prices'.":
+        "empty those cells in the file (they are treated as gaps), and pass --assume prices.",
     "assume='prices'": "--assume prices",
     "assume='returns'": "--assume returns",
     "Convert prices first, e.g. finvae.datasets.prices_to_returns(prices).":
@@ -523,11 +525,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
         raise DataError(f"--out {args.out} is the price file itself; the scores would overwrite it. Pass another "
                         "file to --out.")
     _check_returns_kind(args, "PRICES")
-    fitted_kind = (_fit_info(Path(args.model)) or {}).get("returns_kind", "log")
-    if args.assume == "returns" and fitted_kind != args.returns_kind:
-        raise DataError(f"the model in {args.model} was fitted on {fitted_kind} returns (--returns-kind "
-                        f"{fitted_kind}); this file is read as {args.returns_kind} ones. Pass --returns-kind "
-                        f"{fitted_kind}, as at fit.")
+    fitted_kind = (_fit_info(Path(args.model)) or {}).get("returns_kind")  # None: not recorded (older or Python)
+    if fitted_kind is not None and fitted_kind != args.returns_kind:
+        # --returns-kind says what a file holds, so another file may rightly differ: a warning, not an error
+        warnings.warn(f"finvae fit read the file of the model in {args.model} as {fitted_kind} returns "
+                      f"(--returns-kind {fitted_kind}); {args.prices} is read as {args.returns_kind} ones. If it "
+                      f"holds {fitted_kind} returns too, pass --returns-kind {fitted_kind} (and --assume returns).",
+                      UserWarning, stacklevel=2)
     model = FinVAE.load(args.model)
     returns = _between(_read_returns(args.prices, args.assume, args.returns_kind), None, args.end, args.prices)
     fitted = [str(name) for name in getattr(model, "asset_names_", getattr(model, "feature_names_in_", []))]

@@ -79,11 +79,12 @@ def exposures(returns, factors, *, min_obs: int = MIN_OBS) -> pd.DataFrame:
         are NaN) or market factors. Dates are matched to ``returns`` by an
         inner join on the index; dates in only one of the two are ignored.
         FinVAE's factors are codes of returns in units of each asset's recent
-        volatility, not returns: their spread is about the same in calm and
-        stormy years, so a constant beta on raw returns averages over
-        volatility regimes (a market beta about 3 times larger in 2008 than in
-        2017). Regressing ``returns / model.volatility(returns)`` instead
-        matches their units.
+        volatility, not returns: their spread changes far less than the
+        returns' volatility (the market factor's about doubles from 2017 to
+        2008, the index's volatility grows 5.5 times), so a constant beta on
+        raw returns averages over volatility regimes (a market beta about 3
+        times larger in 2008 than in 2017). Regressing
+        ``returns / model.volatility(returns)`` instead matches their units.
     min_obs : int, default=60
         Fewest joint observations (dates where the asset *and* every factor
         are observed) for an asset to get a regression; never fewer than

@@ -360,6 +360,10 @@ def plot_factors(
         if smooth:
             rolling = values.rolling(smooth, min_periods=max(1, smooth // 2)).mean().where(values.notna())
             ax.plot(rolling.index, rolling.to_numpy(), color="tab:blue", lw=1.2, label=f"{smooth}-day mean")
+        lone = values.notna() & values.shift(1).isna() & values.shift(-1).isna()  # between gaps: no segment
+        if lone.any() and values.notna().sum() >= 2:  # (a single value has its marker already)
+            ax.plot(values.index[lone.to_numpy()], values[lone].to_numpy(), "o", color="tab:blue", markersize=2,
+                    label="_nolegend_")
         if values.min() < 0.0 < values.max():  # a zero line only where it does not squash the series
             ax.axhline(0.0, color="black", lw=0.6)
         ax.set_ylabel(str(name))

@@ -212,7 +212,8 @@ def test_cron_mishaps_get_one_line_in_command_line_terms(files, prices, tmp_path
     dead.iloc[len(dead) // 2:, 2] = 0.0  # a coin that died, quoted at 0 for months: still prices, not percent returns
     dead.to_csv(tmp_path / "dead.csv")
     _fails(["score", str(tmp_path / "dead.csv"), "--model", model, "--out", out], capsys,
-           "dead.csv looks like prices", "prices must be positive")
+           "dead.csv' looks like prices", "zero or negative", "empty those cells in the file (they are treated as "
+           "gaps), and pass --assume prices.")
 
 
 def test_a_last_date_without_a_score_is_said_so(files, prices, tmp_path, capsys):

@@ -395,10 +395,15 @@ def test_price_fields_are_not_taken_for_assets():
         load_returns(io.StringIO(header_rows))
 
 
-def test_load_returns_refuses_returns_in_percent():
+def test_load_returns_refuses_returns_in_percent_and_prices_with_zeros():
     returns = prices_to_returns(load_sp500_sample().iloc[:100, :3], stale_days=None) * 100
     with pytest.raises(DataError, match=r"are they in percent\? Divide them by 100"):
         load_returns(io.StringIO(returns.to_csv()), assume="returns")
+    dead = load_sp500_sample().iloc[:200, :3].copy()
+    dead.iloc[100:, 1] = 0.0  # quoted at 0 once it died: levels, not returns, whatever assume says
+    for assume in ("auto", "returns"):
+        with pytest.raises(DataError, match=r"looks like prices .* 100 of them are zero or negative"):
+            load_returns(io.StringIO(dead.to_csv()), assume=assume)
 
 
 def test_load_returns_parquet_without_pyarrow_says_what_to_install(tmp_path):

@@ -122,6 +122,10 @@ def test_plot_factors_breaks_its_lines_at_a_gap_between_dates(dates):
     assert len(daily.get_ydata()) == len(dates) - 19
     assert np.isnan(daily.get_ydata()[100 - 19: 160 - 19]).all()
     assert np.isnan(rolling.get_ydata()[100 - 19: 160 - 19]).all()
+    sparse = factors.copy()
+    sparse.iloc[::2] = np.nan  # every other date: no two values side by side, so no segment to draw
+    lone = plot_factors(sparse).axes[0].get_lines()[2]
+    assert len(lone.get_xdata()) == sparse["factor_0"].notna().sum() and lone.get_marker() == "o"
 
 
 def test_plot_factors_refuses_all_missing(dates):

@@ -546,10 +546,19 @@ def load_returns(
             warnings.warn(said, UserWarning, stacklevel=2)
         return returns
     finite = np.abs(frame.to_numpy()[np.isfinite(frame.to_numpy())])
-    levels = looks_like_prices(frame) or median_step(frame) < PRICE_STEP  # prices, zeros or not: said elsewhere
-    if finite.size and np.median(finite) >= 0.1 and not levels:
-        # A typical day of 10 % or more: no asset moves like that. An error, not a warning: read on, percent
-        # returns give a backtest of inf % and flag most days.
+    if finite.size and np.median(finite) >= 0.1 and not looks_like_prices(frame):
+        # A typical day of 10 % or more: no asset moves like that. An error, not a warning: read on, these give a
+        # backtest of inf % and flag most days. Either prices with zeros among them (a dead asset quoted at 0),
+        # which move a few percent a day, or returns in percent.
+        step = median_step(frame)
+        if step < PRICE_STEP:
+            values = frame.to_numpy()
+            cells = [f"{frame.columns[j]} on {_label(frame.index[i])} ({values[i, j]:g})"
+                     for i, j in np.argwhere(values <= 0)]
+            raise DataError(
+                f"{source} looks like prices (its values move {step:.1%} a day), not returns, but {len(cells)} of "
+                f"them are zero or negative: {_first(cells)}. A zero usually marks a missing quote: replace such "
+                "values with NaN, e.g. prices.mask(prices <= 0), and pass assume='prices'.")
         raise DataError(f"{source} holds returns with a median absolute value of {np.median(finite):.3g}, a typical "
                         "move of 10 % a day or more: are they in percent? Divide them by 100 (finvae reads 0.01 as "
                         "1 %). If they really move that much, read the file with pandas and pass the frame on.")
