@@ -881,7 +881,7 @@ def anomaly_overlay(
     period = returns.index[rows]  # the returns' own dates, whatever labels flags matched them with
     flags = pd.Series(flags.to_numpy(), index=period, name=flags.name)
     found = rows_per_year(returns.index)
-    if found != periods_per_year and abs(found / periods_per_year - 1) > 0.25:
+    if abs(found / periods_per_year - 1) > 0.25:  # rows_per_year's own band around 252
         warn_caller(f"returns hold about {found} rows a year, and the summary annualises with periods_per_year="
                     f"{periods_per_year}: its annual return, volatility, Sharpe and Calmar would be off. Pass "
                     f"periods_per_year={found}. (hold, like FinVAE's window and half-lives, counts rows.)")

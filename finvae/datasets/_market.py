@@ -611,31 +611,29 @@ def _read_table(path_or_buffer, source: str) -> pd.DataFrame:
         # more commas than the first (a late listing's empty cells, a gap). A stream that cannot go back to its
         # start is read once, as it comes.
         rereadable = start is not None or not seekable
+
+        def read(**more) -> pd.DataFrame:  # the whole file again, from its start, with what it has shown
+            if seekable:
+                path_or_buffer.seek(start)
+            return pd.read_csv(path_or_buffer, **options, **more)
+
         frame = pd.read_csv(path_or_buffer, nrows=0 if rereadable else None)
         header = str(frame.columns[0]) if len(frame.columns) == 1 else ""
         if ";" in header or "\t" in header:
             options["sep"] = ";" if ";" in header else "\t"
         if rereadable:
-            if seekable:
-                path_or_buffer.seek(start)
-            frame = pd.read_csv(path_or_buffer, **options)
+            frame = read()
         if _text_columns_match(frame, r"-?\d{1,3}(,\d{3})+(\.\d+)?"):
             options["thousands"] = ","
-        if options.get("thousands") and rereadable:
-            if seekable:
-                path_or_buffer.seek(start)
-            frame = pd.read_csv(path_or_buffer, **options)
+            if rereadable:
+                frame = read()
         if rereadable and options.get("sep") and _any_cell_matches(frame, r"-?\d+,\d+"):
-            if seekable:
-                path_or_buffer.seek(start)
-            frame = pd.read_csv(path_or_buffer, **options, decimal=",")
+            frame = read(decimal=",")
         if rereadable and options.get("sep") and _any_cell_matches(frame, r"-?\d{1,3}(\.\d{3})+,\d+"):
             # "1.439,10": points between thousands, a comma before the decimals. Read every cell as text and
             # convert those written so: not read_csv(thousands="."), which would read the dates' points too
             # (02.01.1990 as a number), nor its own numbers (1.000 as 1.0). Other text stays text, to be named.
-            if seekable:
-                path_or_buffer.seek(start)
-            frame = pd.read_csv(path_or_buffer, **options, dtype=str)
+            frame = read(dtype=str)
             for column in frame.columns:
                 text = frame[column].str.strip()
                 european = text.str.fullmatch(_EUROPEAN).fillna(False).astype(bool)
